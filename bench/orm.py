@@ -1,0 +1,104 @@
+"""SQLAlchemy mapping of schema.sql (the schema file is the truth; this mirrors it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Double, ForeignKey, Index, Integer, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    tool_version: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    command: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[str] = mapped_column(Text)
+    finished_at: Mapped[str] = mapped_column(Text)
+    host_json: Mapped[str] = mapped_column(Text)
+    cpu_model: Mapped[str] = mapped_column(Text)
+    os: Mapped[str] = mapped_column(Text)
+    torch_version: Mapped[str | None] = mapped_column(Text)
+
+    devices: Mapped[list[DeviceRow]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="DeviceRow.seq"
+    )
+    measurements: Mapped[list[MeasurementRow]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="MeasurementRow.seq"
+    )
+    unavailable: Mapped[list[UnavailableRow]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="UnavailableRow.seq"
+    )
+
+    __table_args__ = (Index("runs_started_at", "started_at"),)
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    info_json: Mapped[str] = mapped_column(Text)
+
+    run: Mapped[RunRow] = relationship(back_populates="devices")
+
+
+class MeasurementRow(Base):
+    __tablename__ = "measurements"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    probe: Mapped[str] = mapped_column(Text)
+    metric: Mapped[str] = mapped_column(Text)
+    variant: Mapped[str | None] = mapped_column(Text)
+    dtype: Mapped[str | None] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Double)
+    min_value: Mapped[float] = mapped_column(Double)
+    max_value: Mapped[float] = mapped_column(Double)
+    n: Mapped[int] = mapped_column(Integer)
+    samples_json: Mapped[str] = mapped_column(Text)
+    params_json: Mapped[str] = mapped_column(Text)
+    peak: Mapped[float | None] = mapped_column(Double)
+    peak_source: Mapped[str | None] = mapped_column(Text)
+    energy_method: Mapped[str | None] = mapped_column(Text)
+    energy_joules: Mapped[float | None] = mapped_column(Double)
+    energy_watts_avg: Mapped[float | None] = mapped_column(Double)
+    energy_watts_peak: Mapped[float | None] = mapped_column(Double)
+    energy_seconds: Mapped[float | None] = mapped_column(Double)
+    energy_idle_watts: Mapped[float | None] = mapped_column(Double)
+    energy_unavailable_reason: Mapped[str | None] = mapped_column(Text)
+    energy_telemetry_json: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[RunRow] = relationship(back_populates="measurements")
+
+    __table_args__ = (Index("measurements_metric", "metric", "dtype"),)
+
+
+class UnavailableRow(Base):
+    __tablename__ = "unavailable"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    probe: Mapped[str] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(Text)
+    metric: Mapped[str | None] = mapped_column(Text)
+    dtype: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+
+    run: Mapped[RunRow] = relationship(back_populates="unavailable")

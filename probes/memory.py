@@ -1,0 +1,96 @@
+"""Memory bandwidth: device copy and triad, and on a GPU the host<->device link.
+
+Bytes are counted as STREAM does: copy moves 2 arrays (one read, one write), triad
+a = b + s*c moves 3 (two reads, one write). Write-allocate traffic is not counted, so the
+figures compare directly with STREAM and likwid-bench's copy and stream kernels. Arrays are at
+least 4x the last-level cache so repeats run from memory, not cache.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from probes.measurement import Measurement, ProbeResult, ProgressCallback, no_progress
+from probes.timing import DeviceTimer, Timing
+
+PROBE = "memory"
+MiB = 1024**2
+TRIAD_SCALAR = 3.0
+
+
+def array_bytes(kind: str, llc_bytes: int | None, memory_bytes: int | None) -> int:
+    """Each array is >= 4x the last-level cache, at least 128 MiB (GPU: 512 MiB), at most 1/16 of memory."""
+    floor = 128 * MiB if kind == "cpu" else 512 * MiB
+    size = max(4 * (llc_bytes or 0), floor)
+    if memory_bytes:
+        size = min(size, memory_bytes // 16)
+    return size // MiB * MiB
+
+
+def measure_memory(
+    device: str,
+    kind: str,
+    *,
+    quick: bool,
+    llc_bytes: int | None = None,
+    memory_bytes: int | None = None,
+    progress: ProgressCallback = no_progress,
+) -> ProbeResult:
+    """Copy and triad bandwidth of one device; host<->device too when it is a GPU."""
+    dev = torch.device(device)
+    timer = DeviceTimer(dev)
+    nbytes = array_bytes(kind, llc_bytes, memory_bytes)
+    elements = nbytes // 8
+    blocks = 10 if quick else 30
+    threads = torch.get_num_threads() if kind == "cpu" else None
+    params = {"bytes_per_array": elements * 8, "dtype": "fp64", "threads": threads}
+
+    progress(f"memory on {device}: copy", 0.0)
+    a = torch.rand(elements, dtype=torch.float64, device=dev)
+    b = torch.rand(elements, dtype=torch.float64, device=dev)
+    c = torch.rand(elements, dtype=torch.float64, device=dev)
+    copy = timer.measure(lambda: b.copy_(a), block_s=0.02, blocks=blocks, max_s=5.0)
+    result = ProbeResult()
+    result.measurements.append(_bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params))
+
+    progress(f"memory on {device}: triad", 0.4)
+    triad = timer.measure(lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), block_s=0.02, blocks=blocks, max_s=5.0)
+    if not torch.allclose(a[:1024], b[:1024] + TRIAD_SCALAR * c[:1024]):
+        raise AssertionError("triad produced a wrong result")  # a torch bug, not a user error
+    result.measurements.append(_bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params))
+    del a, b, c
+
+    if kind in ("cuda", "rocm"):
+        progress(f"memory on {device}: host<->device", 0.7)
+        result.extend(_host_link(dev, timer, quick))
+    progress(f"memory on {device}: done", 1.0)
+    return result
+
+
+def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResult:
+    """Host->device and device->host over PCIe/NVLink-C2C, from pinned and pageable host memory."""
+    nbytes = 256 * MiB
+    on_device = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    result = ProbeResult()
+    for pinned in (True, False):
+        host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
+        host.random_(0, 255)
+        variant = "pinned" if pinned else "pageable"
+        params = {"bytes": nbytes, "pinned": pinned}
+        h2d = timer.measure(lambda: on_device.copy_(host, non_blocking=pinned), block_s=0.05, blocks=10 if quick else 20, max_s=5.0)
+        d2h = timer.measure(lambda: host.copy_(on_device, non_blocking=pinned), block_s=0.05, blocks=10 if quick else 20, max_s=5.0)
+        result.measurements.append(_bandwidth("h2d_bandwidth", str(dev), variant, nbytes, h2d, params))
+        result.measurements.append(_bandwidth("d2h_bandwidth", str(dev), variant, nbytes, d2h, params))
+    return result
+
+
+def _bandwidth(metric: str, device: str, variant: str | None, moved: int, timing: Timing, params: dict) -> Measurement:
+    return Measurement(
+        probe=PROBE,
+        metric=metric,
+        unit="B/s",
+        device=device,
+        variant=variant,
+        samples=[moved / s for s in timing.seconds_per_call],
+        params={**params, "bytes_moved_per_call": moved, "calls_per_block": timing.calls_per_block},
+    )

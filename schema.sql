@@ -1,0 +1,80 @@
+-- flopwatt's one schema, valid on SQLite and PostgreSQL alike.
+-- bench/orm.py mirrors it; tests/test_schema.py proves the two agree on both engines.
+-- Figures are in SI base units (FLOP/s, B/s, bit/s, s, W, J). Times are ISO 8601 text in UTC.
+-- JSON columns hold text so both engines store them the same way.
+
+CREATE TABLE schema_info (
+    version INTEGER PRIMARY KEY
+);
+
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    schema_version INTEGER NOT NULL,
+    tool_version TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('complete', 'aborted')),
+    command TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    host_json TEXT NOT NULL,
+    cpu_model TEXT NOT NULL,
+    os TEXT NOT NULL,
+    torch_version TEXT
+);
+
+CREATE INDEX runs_started_at ON runs (started_at);
+
+CREATE TABLE devices (
+    run_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    memory_bytes BIGINT,
+    info_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, device_id),
+    FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
+);
+
+CREATE TABLE measurements (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    variant TEXT,
+    dtype TEXT,
+    device TEXT,
+    unit TEXT NOT NULL,
+    -- value is the median of samples_json; min, max and n are derived from it too.
+    value DOUBLE PRECISION NOT NULL,
+    min_value DOUBLE PRECISION NOT NULL,
+    max_value DOUBLE PRECISION NOT NULL,
+    n INTEGER NOT NULL,
+    samples_json TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    peak DOUBLE PRECISION,
+    peak_source TEXT,
+    energy_method TEXT,
+    energy_joules DOUBLE PRECISION,
+    energy_watts_avg DOUBLE PRECISION,
+    energy_watts_peak DOUBLE PRECISION,
+    energy_seconds DOUBLE PRECISION,
+    energy_idle_watts DOUBLE PRECISION,
+    energy_unavailable_reason TEXT,
+    energy_telemetry_json TEXT,
+    PRIMARY KEY (run_id, seq),
+    FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
+);
+
+CREATE INDEX measurements_metric ON measurements (metric, dtype);
+
+CREATE TABLE unavailable (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    device TEXT,
+    metric TEXT,
+    dtype TEXT,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq),
+    FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
+);
