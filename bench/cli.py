@@ -74,9 +74,10 @@ def probe(
     db: DbOption = None,
 ) -> None:
     """Probe this machine (matmul FLOP/s per dtype, memory bandwidth) and store the run."""
-    request = ProbeRequest(
-        device=device, only=ProbeRequest.parse_only(only), quick=quick, command=shlex.join(["probe", *sys.argv[2:]])
-    )
+    # The command as stored with the run: the options that shape the figures (never --db: it may hold a password).
+    command = ["probe"] + (["--device", device] if device != "auto" else []) + (["--quick"] if quick else [])
+    command += ["--only", only] if only else []
+    request = ProbeRequest(device=device, only=ProbeRequest.parse_only(only), quick=quick, command=shlex.join(command))
     store = Store(db)  # open first: a bad database should fail before minutes of probing
     err = Console(stderr=True)
     with Progress(

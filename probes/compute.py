@@ -174,11 +174,12 @@ def measure_matmul(
     quick: bool,
     dtypes: list[str] | None = None,
     llc_bytes: int | None = None,
+    plan: MatmulPlan | None = None,
     progress: ProgressCallback = no_progress,
 ) -> ProbeResult:
     """Burst and sustained matmul FLOP/s for each supported dtype of one device."""
     dev = torch.device(device)
-    plan = MatmulPlan.for_device(kind, quick)
+    plan = plan or MatmulPlan.for_device(kind, quick)
     result = ProbeResult()
     available, skipped = supported_dtypes(dev, kind)
     result.unavailable += skipped
@@ -269,15 +270,15 @@ def _sweep(
         timing = timer.measure(operands.step, block_s=plan.block_s, blocks=plan.blocks, max_s=plan.sweep_budget_s / 3)
         spent += timing.elapsed_s
         error = operands.relative_error()
-        median = statistics.median(timing.seconds_per_call)
-        flops = 2.0 * size**3 / median
+        # The median of the per-block figures, exactly as the measurement will report it.
+        flops = statistics.median(2.0 * size**3 / s for s in timing.seconds_per_call)
         sweep.append({"m": size, "n": size, "k": size, "median_flops": flops, "check_relative_error": error})
         if error > CHECK_TOLERANCE[dtype]:
             failures.append(_check_failed(str(dev), dtype, shape, error).reason)
         elif flops > best_median:
             best_median = flops
             best = (shape, timing, operands, error)
-        last_call_s, last_size = median, size
+        last_call_s, last_size = 2.0 * size**3 / flops, size
     if not sweep:
         failures.append(f"no shape fits the time budget or memory (smallest tried {plan.sizes[0]})")
     return best, sweep, failures

@@ -1,0 +1,60 @@
+"""The matmul probe on the CPU with real torch: figures, shapes, regimes and the result check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probes import compute
+from probes.compute import MatmulPlan, Operands, measure_matmul
+
+SMALL = MatmulPlan(sizes=[64, 128, 256], sweep_budget_s=2.0, blocks=4, block_s=0.01, sustained_s=0.3, sustain_all_dtypes=False)
+
+
+def test_burst_and_sustained_figures_are_real_and_consistent() -> None:
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], llc_bytes=1 << 20, plan=SMALL)
+    burst = next(m for m in result.measurements if m.variant == "burst")
+    sustained = next(m for m in result.measurements if m.variant == "sustained")
+    assert burst.metric == "matmul_flops" and burst.unit == "FLOP/s" and burst.dtype == "fp32"
+    assert burst.n == SMALL.blocks and all(s > 1e6 for s in burst.samples)
+    # the sweep is recorded and the reported shape is the best of it
+    sweep = burst.params["sweep"]
+    assert [row["m"] for row in sweep] == [64, 128, 256]
+    assert burst.params["m"] == max(sweep, key=lambda row: row["median_flops"])["m"]
+    assert burst.value == pytest.approx(max(row["median_flops"] for row in sweep))
+    assert burst.params["check_relative_error"] < compute.CHECK_TOLERANCE["fp32"]
+    assert sustained.params["window_s"] >= SMALL.sustained_s
+    assert sustained.params["m"] == burst.params["m"]
+
+
+def test_a_broken_kernel_never_posts_a_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that returns garbage is caught by the float64 reference and reported, not stored."""
+
+    def broken_step(self: Operands) -> None:
+        i = self.turn % len(self.a)
+        self.turn += 1
+        self.out[i].zero_()
+
+    monkeypatch.setattr(Operands, "step", broken_step)
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], plan=SMALL)
+    assert result.measurements == []
+    reasons = [u.reason for u in result.unavailable if u.dtype == "fp32"]
+    assert reasons and all("result check failed" in r for r in reasons)
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "bf16"])
+def test_reference_check_accepts_correct_products(dtype: str) -> None:
+    ops = Operands.random(96, 80, 112, dtype, torch.device("cpu"), sets=2)
+    ops.step()
+    assert ops.relative_error() < compute.CHECK_TOLERANCE[dtype] / 10
+
+
+def test_operand_sets_span_four_times_the_cache() -> None:
+    sets = compute._operand_sets(256, 256, 256, "fp32", llc_bytes=8 << 20)
+    assert sets * 3 * 256 * 256 * 4 >= 4 * (8 << 20) or sets == 8
+
+
+def test_cpu_dtypes_and_headline() -> None:
+    dtypes, skipped = compute.supported_dtypes(torch.device("cpu"), "cpu")
+    assert dtypes == ["fp64", "fp32", "bf16"] and skipped == []
+    assert compute.HEADLINE_DTYPE["cpu"] in dtypes
