@@ -12,9 +12,10 @@ from importlib.metadata import version
 
 from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
+from bench.hardware import find_card, peak_flops
 from probes import compute, memory
 from probes.inventory import Device, describe_host, list_devices, read_cpu_info, resolve_devices
-from probes.measurement import ProbeResult, ProgressCallback, no_progress
+from probes.measurement import Measurement, ProbeResult, ProgressCallback, no_progress
 
 #: Probes run when --only is not given.
 DEFAULT_PROBES = ("compute", "memory")
@@ -79,9 +80,28 @@ def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) 
         ),
         host=host,
         devices=chosen,
-        measurements=result.measurements,
+        measurements=[with_datasheet_peak(m, chosen) for m in result.measurements],
         unavailable=result.unavailable,
     )
+
+
+def with_datasheet_peak(m: Measurement, devices: list[Device]) -> Measurement:
+    """Attach the datasheet limit of the measured device, where bench/hardware.py knows the card."""
+    device = next((d for d in devices if d.id == m.device), None)
+    card = find_card(device.name) if device and device.kind != "cpu" else None
+    if card is None:
+        return m
+    if m.metric == "matmul_flops" and m.dtype:
+        peak, source = peak_flops(card, m.dtype), card.source("flops")
+    elif m.metric in ("mem_copy_bandwidth", "mem_triad_bandwidth"):
+        peak, source = card.memory_bandwidth, card.source("bandwidth")
+    elif m.metric in ("h2d_bandwidth", "d2h_bandwidth"):
+        peak, source = card.pcie.bandwidth, card.source("pcie")
+    else:
+        return m
+    if peak is None:
+        return m
+    return m.model_copy(update={"peak": peak, "peak_source": f"{card.name}: {source}"})
 
 
 def _tasks_for(probe: str, device: Device, request: ProbeRequest, llc_bytes: int | None) -> list[_Task]:

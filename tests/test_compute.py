@@ -58,3 +58,19 @@ def test_cpu_dtypes_and_headline() -> None:
     dtypes, skipped = compute.supported_dtypes(torch.device("cpu"), "cpu")
     assert dtypes == ["fp64", "fp32", "bf16"] and skipped == []
     assert compute.HEADLINE_DTYPE["cpu"] in dtypes
+
+
+def test_gpu_figures_get_their_datasheet_peak() -> None:
+    """The runner attaches the card's peak so the table can show the fraction reached."""
+    from bench.runner import with_datasheet_peak
+    from probes.inventory import Device
+    from probes.measurement import Measurement
+
+    h100 = Device(id="cuda:0", kind="cuda", name="NVIDIA H100 80GB HBM3")
+    bf16 = Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", dtype="bf16", device="cuda:0", samples=[7.0e14])
+    annotated = with_datasheet_peak(bf16, [h100])
+    assert annotated.peak is not None and 9e14 < annotated.peak < 1.1e15  # 989 TFLOP/s dense
+    assert annotated.peak_fraction == pytest.approx(7.0e14 / annotated.peak)
+    assert "H100" in (annotated.peak_source or "")
+    cpu = bf16.model_copy(update={"device": "cpu"})
+    assert with_datasheet_peak(cpu, [Device(id="cpu", kind="cpu", name="AMD EPYC")]).peak is None
