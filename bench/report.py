@@ -183,7 +183,7 @@ def verdict(base: Measurement, other: Measurement) -> str:
     if p != p:  # NaN: the test could not be computed; say so rather than guess.
         return f"{ratio:.2f}x (untestable)"
     if p >= SIGNIFICANCE:
-        return f"{ratio:.2f}x (not significant, p={p:.2f})"
+        return f"{ratio:.2f}x (n.s., p={p:.2f})"
     return f"{ratio:.2f}x"
 
 
@@ -206,8 +206,8 @@ def comparability_warnings(docs: list[RunDocument]) -> list[str]:
 
 def render_compare(docs: list[RunDocument], console: Console) -> None:
     """Runs side by side; each later run as a ratio to the first, with Welch's test."""
-    table = Table(title=f"Compared with run {docs[0].run.id[:12]} (ratio > 1: higher figure)")
-    table.add_column("Metric")
+    table = Table(title=f"Compared with run {docs[0].run.id[:12]} (ratio > 1: higher figure; n.s.: not significant)")
+    table.add_column("Figure")
     table.add_column("Device")
     for i, doc in enumerate(docs):
         table.add_column(f"{doc.run.id[:12]}", justify="right")

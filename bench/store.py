@@ -65,8 +65,9 @@ class Store:
     def _connect(url: str) -> Engine:
         try:
             parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = parsed.database or ""
+            if parsed.get_backend_name() == "sqlite" and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(parsed)
         except (exc.ArgumentError, exc.NoSuchModuleError, ModuleNotFoundError, OSError) as err:
             raise StoreError(f"cannot use database {url!r}: {err}") from err
