@@ -22,7 +22,9 @@ from typer.core import TyperGroup
 
 from bench import report
 from bench.document import RunDocument, parse_document, utc_now
+from bench.commands.monitor import monitor
 from bench.errors import DocumentError, FlopwattError
+from bench.options import DbOption, EstimateCpuPowerOption, JsonOption
 from bench.runner import KNOWN_PROBES, ProbeRequest, run_probes
 from bench.store import PROJECT_ROOT, Store
 from probes.measurement import ProbeError
@@ -47,11 +49,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOption = Annotated[
-    Optional[str],
-    typer.Option("--db", help="SQLAlchemy URL of the results database [default: $FLOPWATT_DB or results/flopwatt.db]"),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
 class ExportFormat(str, Enum):
@@ -70,14 +67,22 @@ def probe(
         Optional[str], typer.Option(help=f"Comma-separated probes to run: {', '.join(KNOWN_PROBES)}.")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer shapes and repeats: under a minute.")] = False,
+    estimate_cpu_power: EstimateCpuPowerOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Probe this machine (matmul FLOP/s per dtype, memory bandwidth) and store the run."""
+    """Probe this machine (matmul FLOP/s per dtype, memory bandwidth, energy) and store the run."""
     # The command as stored with the run: the options that shape the figures (never --db: it may hold a password).
     command = ["probe"] + (["--device", device] if device != "auto" else []) + (["--quick"] if quick else [])
     command += ["--only", only] if only else []
-    request = ProbeRequest(device=device, only=ProbeRequest.parse_only(only), quick=quick, command=shlex.join(command))
+    command += ["--estimate-cpu-power"] if estimate_cpu_power else []
+    request = ProbeRequest(
+        device=device,
+        only=ProbeRequest.parse_only(only),
+        quick=quick,
+        estimate_cpu_power=estimate_cpu_power,
+        command=shlex.join(command),
+    )
     store = Store(db)  # open first: a bad database should fail before minutes of probing
     err = Console(stderr=True)
     with Progress(
@@ -284,6 +289,9 @@ def _parse_import(text: str, source: str) -> list[RunDocument]:
     if not items:
         raise DocumentError(f"{source}: the export holds no runs")
     return [parse_document(json.dumps(item), source=f"{source}[{i}]") for i, item in enumerate(items)]
+
+
+app.command()(monitor)
 
 
 def main() -> None:

@@ -124,10 +124,8 @@ def _efficiency_cell(m: Measurement) -> str:
 
 
 def _energy_cell(m: Measurement) -> str:
-    if m.energy is None:
-        return ""
-    if m.energy.joules is None:
-        return "n/a"
+    if m.energy is None or m.energy.joules is None:
+        return ""  # why is listed once per device below the table (the idle-power line)
     return f"{m.energy.joules:.3g} J @ {m.energy.watts_avg or 0:.0f} W"
 
 

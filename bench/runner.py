@@ -6,16 +6,17 @@ interrupted with Ctrl-C leaves nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import version
 
 from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
 from probes import compute, memory
-from probes.inventory import Device, describe_host, list_devices, read_cpu_info, resolve_devices
-from probes.measurement import Measurement, ProbeResult, ProgressCallback, no_progress
+from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
+from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
+from probes.measurement import Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
 
 #: Probes run when --only is not given.
 DEFAULT_PROBES = ("compute", "memory")
@@ -29,6 +30,8 @@ class ProbeRequest:
     device: str = "auto"
     only: tuple[str, ...] = DEFAULT_PROBES
     quick: bool = False
+    #: Allow a CPU energy estimate from TDP and load when RAPL can't be read (always labelled).
+    estimate_cpu_power: bool = False
     command: str = "probe"
 
     @staticmethod
@@ -43,46 +46,88 @@ class ProbeRequest:
         return names
 
 
-@dataclass
-class _Task:
-    probe: str
-    device: Device
-    run: Callable[[ProgressCallback], ProbeResult] = field(repr=False)
+def inventory(device_spec: str = "auto") -> tuple[Host, list[Device], list[Unavailable]]:
+    """The host, the devices `device_spec` selects, and the accelerators that are missing (with why)."""
+    device_ids = resolve_devices(device_spec)
+    cpu = read_cpu_info()
+    devices, missing = list_devices(cpu)
+    return describe_host(cpu), [d for d in devices if d.id in device_ids], missing
+
+
+def run_document(
+    command: str, started: datetime, host: Host, devices: list[Device], result: ProbeResult
+) -> RunDocument:
+    """A finished run: what was measured on which machine, with datasheet peaks attached."""
+    return RunDocument(
+        run=RunInfo(
+            id=new_run_id(), started_at=started, finished_at=utc_now(), tool_version=version("flopwatt"), command=command
+        ),
+        host=host,
+        devices=devices,
+        measurements=[with_datasheet_peak(m, devices) for m in result.measurements],
+        unavailable=result.unavailable,
+    )
 
 
 def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) -> RunDocument:
-    """Inventory the machine, run every (probe, device) task, and return the run document."""
+    """Inventory the machine, measure idle power, run every (probe, device) pair, return the run."""
     started = utc_now()
     progress("inventory", 0.0)
-    device_ids = resolve_devices(request.device)
-    cpu = read_cpu_info()
-    host = describe_host(cpu)
-    devices, unavailable = list_devices(cpu)
-    chosen = [d for d in devices if d.id in device_ids]
-    tasks = [task for probe in request.only for d in chosen for task in _tasks_for(probe, d, request, host.llc_bytes)]
+    host, chosen, missing = inventory(request.device)
+    result = ProbeResult(unavailable=missing)
+    meters = {d.id: meter_for(d.id, estimate_cpu_power=request.estimate_cpu_power) for d in chosen}
+    try:
+        progress("idle power", 0.0)
+        result.extend(_idle_baselines(meters, seconds=3.0 if request.quick else 5.0))
+        tasks = [(probe, d) for probe in request.only for d in chosen]
+        for index, (probe, device) in enumerate(tasks):
 
-    result = ProbeResult(unavailable=list(unavailable))
-    for index, task in enumerate(tasks):
+            def report(step: str, fraction: float, index: int = index) -> None:
+                progress(step, (index + min(max(fraction, 0.0), 1.0)) / len(tasks))
 
-        def report(step: str, fraction: float, index: int = index) -> None:
-            progress(step, (index + min(max(fraction, 0.0), 1.0)) / len(tasks))
-
-        result.extend(task.run(report))
+            result.extend(_run_probe(probe, device, request, host.llc_bytes, meters[device.id], report))
+    finally:
+        for meter in meters.values():
+            meter.close()
     progress("done", 1.0)
+    return run_document(request.command, started, host, chosen, result)
 
-    return RunDocument(
-        run=RunInfo(
-            id=new_run_id(),
-            started_at=started,
-            finished_at=utc_now(),
-            tool_version=version("flopwatt"),
-            command=request.command,
-        ),
-        host=host,
-        devices=chosen,
-        measurements=[with_datasheet_peak(m, chosen) for m in result.measurements],
-        unavailable=result.unavailable,
-    )
+
+def _idle_baselines(meters: dict[str, EnergyMeter], seconds: float) -> ProbeResult:
+    """Idle power per device before any load, so later figures can be given above idle."""
+    result = ProbeResult()
+    for device, meter in meters.items():
+        if isinstance(meter, NullMeter):
+            result.unavailable.append(Unavailable(probe="power", metric="idle_power", device=device, reason=meter.reason))
+            continue
+        idle = measure_idle(meter, seconds)
+        if isinstance(idle, Measurement):
+            meter.set_idle_watts(idle.value)
+            result.measurements.append(idle)
+        else:
+            result.unavailable.append(idle)
+    return result
+
+
+def _run_probe(
+    probe: str, device: Device, request: ProbeRequest, llc_bytes: int | None, meter: EnergyMeter, progress: ProgressCallback
+) -> ProbeResult:
+    if probe == "compute":
+        return compute.measure_matmul(
+            device.id, device.kind, quick=request.quick, llc_bytes=llc_bytes, meter=meter, progress=progress
+        )
+    if probe == "memory":
+        cache = llc_bytes if device.kind == "cpu" else device.extra.get("l2_cache_bytes")
+        return memory.measure_memory(
+            device.id,
+            device.kind,
+            quick=request.quick,
+            llc_bytes=cache,
+            memory_bytes=device.memory_bytes,
+            meter=meter,
+            progress=progress,
+        )
+    raise AssertionError(f"no probe named {probe}")
 
 
 def with_datasheet_peak(m: Measurement, devices: list[Device]) -> Measurement:

@@ -20,8 +20,9 @@ from typing import Iterator
 import psutil
 import torch
 
-from probes.measurement import Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
-from probes.timing import DeviceTimer, Timing
+from probes.energy import EnergyMeter
+from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
+from probes.timing import DeviceTimer, Timing, energy_of, synchronize
 
 PROBE = "compute"
 
@@ -175,9 +176,14 @@ def measure_matmul(
     dtypes: list[str] | None = None,
     llc_bytes: int | None = None,
     plan: MatmulPlan | None = None,
+    meter: EnergyMeter | None = None,
     progress: ProgressCallback = no_progress,
 ) -> ProbeResult:
-    """Burst and sustained matmul FLOP/s for each supported dtype of one device."""
+    """Burst and sustained matmul FLOP/s for each supported dtype of one device.
+
+    With a `meter`, each figure carries the energy of its work: the burst shape re-run in a
+    window long enough for the sensor, the sustained regime over its own window.
+    """
     dev = torch.device(device)
     plan = plan or MatmulPlan.for_device(kind, quick)
     result = ProbeResult()
@@ -206,24 +212,40 @@ def measure_matmul(
                 "check_tolerance": CHECK_TOLERANCE[dtype],
             }
             flop = 2.0 * shape[0] * shape[1] * shape[2]
+            burst_energy = energy_of(meter, operands.step, dev)
             result.measurements.append(
-                _matmul_measurement(device, dtype, "burst", flop, timing, {**common, "sweep": sweep})
+                _matmul_measurement(device, dtype, "burst", flop, timing, {**common, "sweep": sweep}, burst_energy)
             )
             if plan.sustain_all_dtypes or dtype == HEADLINE_DTYPE.get(kind):
                 progress(f"matmul {dtype} on {device}: sustained {plan.sustained_s:.0f} s", (index + 0.5) / len(todo))
-                sustained = timer.measure_window(operands.step, window_s=plan.sustained_s, block_s=0.25)
+                sustained, sustained_energy = _sustained(timer, operands, plan, meter)
                 error = operands.relative_error()
                 if error > CHECK_TOLERANCE[dtype]:
                     result.unavailable.append(_check_failed(device, dtype, shape, error))
                 else:
                     params = {**common, "window_s": sustained.elapsed_s, "check_relative_error": error}
-                    result.measurements.append(_matmul_measurement(device, dtype, "sustained", flop, sustained, params))
+                    result.measurements.append(
+                        _matmul_measurement(device, dtype, "sustained", flop, sustained, params, sustained_energy)
+                    )
             del operands
     progress(f"matmul on {device}: done", 1.0)
     return result
 
 
-def _matmul_measurement(device: str, dtype: str, variant: str, flop: float, timing: Timing, params: dict) -> Measurement:
+def _sustained(
+    timer: DeviceTimer, operands: Operands, plan: MatmulPlan, meter: EnergyMeter | None
+) -> tuple[Timing, Energy | None]:
+    """The steady window, timed and metered as one."""
+    if meter is None:
+        return timer.measure_window(operands.step, window_s=plan.sustained_s, block_s=0.25), None
+    with meter.window(sync=lambda: synchronize(timer.device)) as window:
+        timing = timer.measure_window(operands.step, window_s=plan.sustained_s, block_s=0.25)
+    return timing, window.energy
+
+
+def _matmul_measurement(
+    device: str, dtype: str, variant: str, flop: float, timing: Timing, params: dict, energy: Energy | None
+) -> Measurement:
     return Measurement(
         probe=PROBE,
         metric="matmul_flops",
@@ -233,6 +255,7 @@ def _matmul_measurement(device: str, dtype: str, variant: str, flop: float, timi
         variant=variant,
         samples=[flop / s for s in timing.seconds_per_call],
         params={**params, "calls_per_block": timing.calls_per_block, "warmup_calls": timing.warmup_calls},
+        energy=energy,
     )
 
 

@@ -52,14 +52,29 @@ class ProbeError(Exception):
     """
 
 
-class Energy(BaseModel):
+class _Figures(BaseModel):
+    """Strict about unknown fields, but derived (computed) fields in the input are recomputed, not read.
+
+    A document printed by `show --json` carries value, min, max, n...; reading it back must accept
+    them without trusting them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+        return data
+
+
+class Energy(_Figures):
     """Energy spent over one measurement window, and how it was obtained.
 
     When the platform gives no figure, `method` is "unavailable" and `unavailable_reason`
     says why; the numeric fields are then None, never guessed.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: EnergyMethod
     joules: float | None = Field(default=None, ge=0)
@@ -98,10 +113,8 @@ def _finite(values: list[float], what: str) -> list[float]:
     return values
 
 
-class Measurement(BaseModel):
+class Measurement(_Figures):
     """One figure with every sample it was derived from and the parameters that produced it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     probe: str
     metric: str

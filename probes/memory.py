@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from probes.measurement import Measurement, ProbeResult, ProgressCallback, no_progress
-from probes.timing import DeviceTimer, Timing
+from probes.energy import EnergyMeter
+from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, no_progress
+from probes.timing import DeviceTimer, Timing, energy_of
 
 PROBE = "memory"
 MiB = 1024**2
@@ -34,9 +35,13 @@ def measure_memory(
     quick: bool,
     llc_bytes: int | None = None,
     memory_bytes: int | None = None,
+    meter: EnergyMeter | None = None,
     progress: ProgressCallback = no_progress,
 ) -> ProbeResult:
-    """Copy and triad bandwidth of one device; host<->device too when it is a GPU."""
+    """Copy and triad bandwidth of one device; host<->device too when it is a GPU.
+
+    With a `meter`, copy and triad carry the energy of the same work in a window of >= 1 s.
+    """
     dev = torch.device(device)
     timer = DeviceTimer(dev)
     nbytes = array_bytes(kind, llc_bytes, memory_bytes)
@@ -50,14 +55,18 @@ def measure_memory(
     b = torch.rand(elements, dtype=torch.float64, device=dev)
     c = torch.rand(elements, dtype=torch.float64, device=dev)
     copy = timer.measure(lambda: b.copy_(a), block_s=0.02, blocks=blocks, max_s=5.0)
+    copy_energy = energy_of(meter, lambda: b.copy_(a), dev)
     result = ProbeResult()
-    result.measurements.append(_bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params))
+    result.measurements.append(_bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params, copy_energy))
 
     progress(f"memory on {device}: triad", 0.4)
     triad = timer.measure(lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), block_s=0.02, blocks=blocks, max_s=5.0)
+    triad_energy = energy_of(meter, lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), dev)
     if not torch.allclose(a[:1024], b[:1024] + TRIAD_SCALAR * c[:1024]):
         raise AssertionError("triad produced a wrong result")  # a torch bug, not a user error
-    result.measurements.append(_bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params))
+    result.measurements.append(
+        _bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params, triad_energy)
+    )
     del a, b, c
 
     if kind in ("cuda", "rocm"):
@@ -84,7 +93,9 @@ def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResul
     return result
 
 
-def _bandwidth(metric: str, device: str, variant: str | None, moved: int, timing: Timing, params: dict) -> Measurement:
+def _bandwidth(
+    metric: str, device: str, variant: str | None, moved: int, timing: Timing, params: dict, energy: Energy | None = None
+) -> Measurement:
     return Measurement(
         probe=PROBE,
         metric=metric,
@@ -93,4 +104,5 @@ def _bandwidth(metric: str, device: str, variant: str | None, moved: int, timing
         variant=variant,
         samples=[moved / s for s in timing.seconds_per_call],
         params={**params, "bytes_moved_per_call": moved, "calls_per_block": timing.calls_per_block},
+        energy=energy,
     )

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from probes.energy import EnergyMeter, repeat_until_measured
+from probes.measurement import Energy
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -96,3 +99,15 @@ class DeviceTimer:
         while time.perf_counter() - t0 < window_s or len(samples) < 3:
             samples.append(self._block(fn, calls) / calls)
         return Timing(samples, calls, 1, time.perf_counter() - t0)
+
+
+def energy_of(meter: EnergyMeter | None, fn: Callable[[], object], device: torch.device) -> Energy | None:
+    """Energy of `fn` in a window repeated until it is long enough for the sensor (>= 1 s).
+
+    Timing and energy come from separate runs of the same work, so a slow sensor never
+    stretches the timed blocks. None when no meter was given.
+    """
+    if meter is None:
+        return None
+    run = repeat_until_measured(meter, lambda n: [fn() for _ in range(n)], sync=lambda: synchronize(device))
+    return run.result.energy
