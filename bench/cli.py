@@ -176,6 +176,8 @@ def compare(
                             "baseline_value": base[m.key].value,
                             "ratio": m.value / base[m.key].value if base[m.key].value else None,
                             "verdict": report.verdict(base[m.key], m),
+                            "efficiency": m.efficiency,
+                            "baseline_efficiency": base[m.key].efficiency,
                         }
                     )
         print(json.dumps({"rows": rows, "warnings": report.comparability_warnings(docs)}, indent=2))

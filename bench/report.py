@@ -202,6 +202,18 @@ def comparability_warnings(docs: list[RunDocument]) -> list[str]:
     return warnings
 
 
+def _efficiency_row(sample: Measurement, base: Measurement | None, figures: list[Measurement | None]) -> list[str]:
+    """The same figure per watt, as a ratio to the baseline's (no test: one window each)."""
+    unit = EFFICIENCY_UNITS.get(sample.unit, sample.unit + "/W")
+    row = ["  per watt", ""]
+    for i, m in enumerate(figures):
+        row.append(si(m.efficiency, unit) if m and m.efficiency else "-")
+        if i:
+            both = base and base.efficiency and m and m.efficiency
+            row.append(f"{m.efficiency / base.efficiency:.2f}x" if both else "")  # type: ignore[union-attr,operator]
+    return row
+
+
 def render_compare(docs: list[RunDocument], console: Console) -> None:
     """Runs side by side; each later run as a ratio to the first, with Welch's test."""
     table = Table(title=f"Compared with run {docs[0].run.id[:12]} (ratio > 1: higher figure; n.s.: not significant)")
@@ -223,6 +235,8 @@ def render_compare(docs: list[RunDocument], console: Console) -> None:
             if i:
                 row.append(verdict(base, m) if base and m else "")
         table.add_row(*row)
+        if any(figures.get(key) and figures[key].efficiency for figures in by_run):
+            table.add_row(*_efficiency_row(sample, base, [figures.get(key) for figures in by_run]))
     console.print(table)
     for warning in comparability_warnings(docs):
         console.print(f"[yellow]warning[/yellow] {warning}")

@@ -64,3 +64,25 @@ def test_noisy_figures_get_a_warning_that_says_what_to_do() -> None:
     warn_unstable([noisy, steady], console)
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("warning")]
     assert len(lines) == 1 and "re-run" in lines[0]
+
+
+def test_compare_shows_efficiency_when_both_runs_have_energy() -> None:
+    from datetime import datetime, timezone
+
+    from bench.document import RunDocument, RunInfo
+    from bench.report import render_compare
+    from probes.inventory import Host
+
+    def doc(run_id: str, flops: float, watts: float) -> RunDocument:
+        energy = Energy(method="nvml-counter", joules=watts * 10, watts_avg=watts, seconds=10.0)
+        now = datetime.now(timezone.utc)
+        return RunDocument(
+            run=RunInfo(id=run_id, started_at=now, finished_at=now, tool_version="0"),
+            host=Host(os="Linux", python="3.11"),
+            measurements=[_flops([flops] * 3, energy=energy)],
+        )
+
+    console, buffer = _console()
+    render_compare([doc("a" * 32, 1e14, 100.0), doc("b" * 32, 2e14, 400.0)], console)
+    out = buffer.getvalue()
+    assert "per watt" in out and "1 TFLOP/J" in out and "500 GFLOP/J" in out and "0.50x" in out
