@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from bench import report
 from bench.document import RunDocument, parse_document, utc_now
 from bench.commands.monitor import monitor
+from bench.commands.project import project
 from bench.errors import DocumentError, FlopwattError
 from bench.options import DbOption, EstimateCpuPowerOption, JsonOption
 from bench.runner import KNOWN_PROBES, ProbeRequest, run_probes
@@ -294,6 +295,7 @@ def _parse_import(text: str, source: str) -> list[RunDocument]:
 
 
 app.command()(monitor)
+app.command()(project)
 
 
 def main() -> None:

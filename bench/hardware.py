@@ -139,7 +139,7 @@ CARDS: tuple[Card, ...] = (
         memory_bytes=24 * GIB, memory_bandwidth=936 * GBPS, board_power_w=350,
         pcie=Pcie(4, 16), nvlink_bandwidth=112.5 * GBPS, launch_price_usd=1499,
         sources={
-            "*": "NVIDIA Ampere GA102 GPU Architecture whitepaper v2, Table 9 (RTX 3090): "
+            "*": "NVIDIA Ampere GA102 GPU Architecture whitepaper v2, Appendix A (GeForce RTX 3090): "
                  "https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf",
             "flops": "GA102 whitepaper: 35.6 TFLOPS FP32; TF32 tensor 35.6 dense; FP16/BF16 tensor with FP32 "
                      "accumulate 71 dense (142 sparse); FP64 1/64 of FP32",
