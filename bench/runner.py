@@ -13,14 +13,29 @@ from importlib.metadata import version
 from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
-from probes import compute, memory
+from probes import collective, compute, memory, network
 from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
 from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
-from probes.measurement import Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
+from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
 
-#: Probes run when --only is not given.
+#: Probes run when --only is not given. network needs --server, collective a rendezvous.
 DEFAULT_PROBES = ("compute", "memory")
-KNOWN_PROBES = DEFAULT_PROBES
+#: Probes measured once per device; the others once per run.
+PER_DEVICE_PROBES = ("compute", "memory")
+KNOWN_PROBES = (*PER_DEVICE_PROBES, "network", "collective")
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Where and how to test the link (network) and whom to all-reduce with (collective)."""
+
+    server: str | None = None
+    iperf3: str | None = None
+    streams: int = 1
+    seconds: int = 5
+    rank: int | None = None
+    world: int | None = None
+    master: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,7 +47,12 @@ class ProbeRequest:
     quick: bool = False
     #: Allow a CPU energy estimate from TDP and load when RAPL can't be read (always labelled).
     estimate_cpu_power: bool = False
+    network: NetworkOptions = NetworkOptions()
     command: str = "probe"
+
+    def __post_init__(self) -> None:
+        if "network" in self.only and not self.network.server:
+            raise FlopwattError("--only network needs --server HOST[:PORT] (run `flopwatt serve-network` on the other end)")
 
     @staticmethod
     def parse_only(text: str | None) -> tuple[str, ...]:
@@ -69,28 +89,55 @@ def run_document(
     )
 
 
-def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) -> RunDocument:
-    """Inventory the machine, measure idle power, run every (probe, device) pair, return the run."""
+@dataclass
+class ProbeRun:
+    """A finished run, and the probes that failed for a reason the user should hear about."""
+
+    document: RunDocument
+    failures: list[str]
+
+
+def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) -> ProbeRun:
+    """Inventory the machine, measure idle power, run every probe, return the run.
+
+    A probe that fails for the user's reason (unreachable server, a rank that never joins) is
+    listed as unavailable and in `failures`; the other probes' figures are kept.
+    """
     started = utc_now()
     progress("inventory", 0.0)
     host, chosen, missing = inventory(request.device)
     result = ProbeResult(unavailable=missing)
+    failures: list[str] = []
     meters = {d.id: meter_for(d.id, estimate_cpu_power=request.estimate_cpu_power) for d in chosen}
     try:
-        progress("idle power", 0.0)
-        result.extend(_idle_baselines(meters, seconds=3.0 if request.quick else 5.0))
-        tasks = [(probe, d) for probe in request.only for d in chosen]
+        if any(p in PER_DEVICE_PROBES for p in request.only):
+            progress("idle power", 0.0)
+            result.extend(_idle_baselines(meters, seconds=3.0 if request.quick else 5.0))
+        tasks = [
+            (probe, d)
+            for probe in request.only
+            for d in (chosen if probe in PER_DEVICE_PROBES else [_collective_device(chosen)])
+        ]
         for index, (probe, device) in enumerate(tasks):
 
             def report(step: str, fraction: float, index: int = index) -> None:
                 progress(step, (index + min(max(fraction, 0.0), 1.0)) / len(tasks))
 
-            result.extend(_run_probe(probe, device, request, host.llc_bytes, meters[device.id], report))
+            try:
+                result.extend(_run_probe(probe, device, request, host.llc_bytes, meters[device.id], report))
+            except ProbeError as exc:
+                failures.append(str(exc))
+                result.unavailable.append(Unavailable(probe=probe, device=device.id, reason=str(exc)))
     finally:
         for meter in meters.values():
             meter.close()
     progress("done", 1.0)
-    return run_document(request.command, started, host, chosen, result)
+    return ProbeRun(run_document(request.command, started, host, chosen, result), failures)
+
+
+def _collective_device(devices: list[Device]) -> Device:
+    """The device a once-per-run probe uses: the first GPU (NCCL), else the CPU (gloo)."""
+    return next((d for d in devices if d.kind in ("cuda", "rocm")), devices[0])
 
 
 def _idle_baselines(meters: dict[str, EnergyMeter], seconds: float) -> ProbeResult:
@@ -126,6 +173,16 @@ def _run_probe(
             memory_bytes=device.memory_bytes,
             meter=meter,
             progress=progress,
+        )
+    net = request.network
+    if probe == "network":
+        assert net.server is not None  # checked by ProbeRequest
+        return network.measure_network(
+            net.server, streams=net.streams, seconds=net.seconds, iperf3=net.iperf3, progress=progress
+        )
+    if probe == "collective":
+        return collective.measure_collective(
+            rank=net.rank, world=net.world, master=net.master, device=device.id, quick=request.quick, progress=progress
         )
     raise AssertionError(f"no probe named {probe}")
 

@@ -28,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture(scope="session")
 def probed() -> RunDocument:
     """One real (short) probe run of this machine, shared by the tests that need a stored run."""
-    return run_probes(ProbeRequest(only=("memory",), quick=True, command="probe --quick --only memory"))
+    return run_probes(ProbeRequest(only=("memory",), quick=True, command="probe --quick --only memory")).document
 
 
 @pytest.fixture
@@ -140,6 +140,7 @@ def test_every_command_has_help() -> None:
     [
         (["probe", "--device", "tpu"], "--device 'tpu' is not one of"),
         (["probe", "--only", "compute,warp"], "--only: unknown probe 'warp'"),
+        (["probe", "--only", "network"], "--only network needs --server"),
         (["probe", "--device", "cuda:3"], "--device cuda:3"),
         (["show", "abcdef12"], "no run 'abcdef12'"),
         (["show", "ab"], "too short"),
@@ -248,3 +249,15 @@ def test_ctrl_c_stops_cleanly_and_stores_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     assert "interrupted: nothing was stored" in stderr and "Traceback" not in stderr
     assert Store(f"sqlite:///{db}").list_runs() == []
+
+
+def test_a_failing_network_probe_keeps_the_other_figures(store: Store) -> None:
+    """A refused port (on loopback: nothing listens on port 9) is one error line; memory is still stored."""
+    result = runner.invoke(app, ["probe", "--quick", "--only", "memory,network", "--server", "127.0.0.1:9", "--seconds", "1"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "127.0.0.1" in errors[0], result.stderr
+    [summary] = store.list_runs()
+    doc = store.get(summary.id)
+    assert {m.metric for m in doc.measurements} == {"mem_copy_bandwidth", "mem_triad_bandwidth"}
+    assert any(u.probe == "network" and "127.0.0.1" in u.reason for u in doc.unavailable)

@@ -1,0 +1,174 @@
+"""The collective probe between real processes on real (namespace) links, and its faults.
+
+What a shaped link should give (nccl-tests, doc/PERFORMANCE.md): a ring all-reduce of S bytes over
+n ranks sends 2(n-1)/n * S bytes out of every rank: n-1 reduce-scatter chunks of S/n, then n-1
+all-gather chunks. With one rank's uplink limited to a TCP goodput of G B/s, the all-reduce takes
+t = 2(n-1)/n * S / G, so algbw = S/t = G * n / (2(n-1)), and busbw = algbw * 2(n-1)/n = G whatever
+n is. G is the tbf rate in bytes times 1448/1514: the TCP payload of a full frame (MTU 1500,
+timestamps on) over the bytes tbf counts for it (the frame with its 14-byte Ethernet header).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from netns import Host, Lab, uses_netns
+from probes.collective import busbw_factor, measure_collective, resolve_rendezvous
+from probes.measurement import ProbeError, ProbeResult
+
+MiB = 1024 * 1024
+GOODPUT = 1448 / 1514
+RANK_SCRIPT = """
+import json, sys
+from probes.collective import measure_collective
+from probes.measurement import ProbeError
+try:
+    result = measure_collective(**json.loads(sys.argv[1]))
+except ProbeError as exc:
+    sys.exit(str(exc))
+print(result.model_dump_json())
+"""
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- without a network -------------------------------------------------------------------------
+
+
+def test_busbw_factor_is_nccl_tests_allreduce_correction() -> None:
+    assert [busbw_factor(n) for n in (2, 4, 8)] == [1.0, 1.5, 1.75]
+
+
+def test_rendezvous_from_torchrun_environment() -> None:
+    env = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    rv = resolve_rendezvous(None, None, None, env)
+    assert (rv.rank, rv.world, rv.master) == (3, 4, "10.0.0.1:29500")
+    explicit = resolve_rendezvous(0, 2, "[fe80::1]:1234", env)
+    assert (explicit.rank, explicit.world, explicit.host, explicit.port) == (0, 2, "fe80::1", 1234)
+
+
+@pytest.mark.parametrize(
+    ("rank", "world", "master", "message"),
+    [
+        (None, 2, "h:1", "no rank: pass --rank R or set RANK"),
+        (0, None, "h:1", "no world: pass --world N or set WORLD_SIZE"),
+        (0, 2, None, "no master: pass --master HOST:PORT or set MASTER_ADDR and MASTER_PORT"),
+        (0, 2, "h", "bad master 'h': expected HOST:PORT"),
+        (0, 2, "h:70000", "bad master port 70000"),
+        (0, 1, "h:1", "needs at least 2 ranks"),
+        (2, 2, "h:1", "rank 2 is outside world 2"),
+    ],
+)
+def test_rendezvous_errors_say_what_is_missing(rank: int | None, world: int | None, master: str | None, message: str) -> None:
+    with pytest.raises(ProbeError, match=f"^collective: {message}"):
+        resolve_rendezvous(rank, world, master, {})
+
+
+def test_rank_that_never_joins_times_out_naming_the_master() -> None:
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    with pytest.raises(ProbeError) as err:
+        measure_collective(rank=0, world=2, master=master, timeout_s=2)
+    assert str(err.value) == (
+        f"collective: only 1 of 2 ranks joined master {master} within 2 s; "
+        f"start the missing ranks with --world 2 --master {master}"
+    )
+
+
+def test_unreachable_master_times_out_naming_it() -> None:
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    with pytest.raises(ProbeError, match=f"^collective: rank 1 could not reach master {master} within 1 s: "):
+        measure_collective(rank=1, world=2, master=master, timeout_s=1)
+
+
+def test_sizes_slower_than_the_limit_are_reported_unavailable() -> None:
+    """Two ranks as threads on loopback: 1 KiB passes a 20 ms limit, 64 MiB cannot."""
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    options = {"world": 2, "master": master, "sizes": [1024, 64 * MiB], "op_limit_s": 0.02, "timeout_s": 30}
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(measure_collective, rank=1, **options)
+        result = measure_collective(rank=0, **options)
+        assert other.result().measurements == []
+    assert [m.params["bytes"] for m in result.measurements if m.metric == "allreduce_busbw"] == [1024]
+    (skipped,) = result.unavailable
+    assert skipped.metric == "allreduce_busbw"
+    assert skipped.reason.startswith(f"sizes {64 * MiB} to {64 * MiB} B skipped: one all-reduce of {64 * MiB} B took ")
+
+
+def test_rank_lost_mid_sweep_discards_partial_samples() -> None:
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    options = {"world": 2, "master": master, "sizes": [1024, 4 * MiB], "size_budget_s": 30, "timeout_s": 30}
+    other = subprocess.Popen(
+        [sys.executable, "-c", RANK_SCRIPT, json.dumps({"rank": 1, **options})],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def leave_at_the_second_size(step: str, _fraction: float) -> None:
+        if step.endswith(f"{4 * MiB} B"):
+            other.kill()
+            other.wait()
+
+    try:
+        with pytest.raises(ProbeError) as err:
+            measure_collective(rank=0, progress=leave_at_the_second_size, **options)
+    finally:
+        other.kill()
+        other.wait()
+    message = str(err.value)
+    assert message.startswith(f"collective: all-reduce of {4 * MiB} B failed on rank 0 (a rank left or a link dropped): ")
+    assert message.endswith("; partial samples discarded") and "\n" not in message
+
+
+# -- on namespace links ------------------------------------------------------------------------
+
+
+def _start_rank(host: Host, env: dict[str, str] | None = None, **options: object) -> subprocess.Popen[str]:
+    return host.popen(sys.executable, "-c", RANK_SCRIPT, json.dumps(options), env={**os.environ, **(env or {})})
+
+
+def _finish(proc: subprocess.Popen[str]) -> ProbeResult:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    return ProbeResult.model_validate_json(out)
+
+
+@uses_netns
+@pytest.mark.parametrize("world", [2, 3])
+def test_busbw_over_a_shaped_uplink_follows_the_nccl_tests_formula(world: int) -> None:
+    rate = 100e6
+    goodput = rate / 8 * GOODPUT
+    big = 4 * MiB
+    with Lab(hosts=world) as lab:
+        lab.hosts[0].shape_uplink(rate)
+        master = f"{lab.hosts[0].address}:29500"
+        options = {"world": world, "sizes": [1024, big], "size_budget_s": 0.5, "timeout_s": 60}
+        rank0 = _start_rank(lab.hosts[0], rank=0, master=master, **options)
+        # The other ranks meet the way torchrun starts them: from the environment alone.
+        others = [
+            _start_rank(
+                host, {"RANK": str(i), "WORLD_SIZE": str(world), "MASTER_ADDR": lab.hosts[0].address, "MASTER_PORT": "29500"},
+                sizes=options["sizes"], size_budget_s=0.5, timeout_s=60,
+            )  # fmt: skip
+            for i, host in enumerate(lab.hosts[1:], start=1)
+        ]
+        result = _finish(rank0)
+        assert all(_finish(proc).measurements == [] for proc in others)  # only rank 0 reports
+
+    by_size = {m.params["bytes"]: m for m in result.measurements if m.metric == "allreduce_busbw"}
+    assert set(by_size) == {1024, big}
+    large = by_size[big]
+    assert large.params["world"] == world and large.params["backend"] == "gloo" and large.n >= 3
+    assert large.value == pytest.approx(goodput, rel=0.15)
+    assert large.params["algbw_B_s"] == pytest.approx(goodput * world / (2 * (world - 1)), rel=0.15)
+    (latency,) = [m for m in result.measurements if m.metric == "allreduce_latency"]
+    assert latency.params["bytes"] == 1024 and 0 < latency.value < 0.1
