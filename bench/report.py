@@ -138,6 +138,8 @@ def _params_cell(m: Measurement) -> str:
         if p.get("threads"):
             text += f", {p['threads']} thr"
         return text
+    if m.metric.startswith("train_") and "n_layer" in p:
+        return f"{p['n_layer']}L×{p.get('n_embd')}, seq {p.get('seq_len')}, batch {p.get('batch_size', '-')}"
     if "bytes_per_array" in p:
         return f"{bytes_(p['bytes_per_array'])}, {p.get('threads') or '-'} thr"
     if "bytes" in p:

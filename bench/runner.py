@@ -10,18 +10,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
 
+import torch
+
 from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
-from probes import collective, compute, memory, network
+from probes import collective, compute, memory, network, training
 from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
 from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
 from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
 
 #: Probes run when --only is not given. network needs --server, collective a rendezvous.
-DEFAULT_PROBES = ("compute", "memory")
-#: Probes measured once per device; the others once per run.
-PER_DEVICE_PROBES = ("compute", "memory")
+DEFAULT_PROBES = ("compute", "memory", "training")
+#: Probes measured once per device, in this order (training reads compute's figure); the others once per run.
+PER_DEVICE_PROBES = ("compute", "memory", "training")
 KNOWN_PROBES = (*PER_DEVICE_PROBES, "network", "collective")
 
 
@@ -59,7 +61,8 @@ class ProbeRequest:
         """`--only compute,memory` -> ("compute", "memory"); an unknown name is a user error."""
         if not text:
             return DEFAULT_PROBES
-        names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+        wanted = {n.strip().lower() for n in text.split(",") if n.strip()}
+        names = tuple(n for n in KNOWN_PROBES if n in wanted) + tuple(sorted(wanted - set(KNOWN_PROBES)))
         unknown = [n for n in names if n not in KNOWN_PROBES]
         if unknown or not names:
             raise FlopwattError(f"--only: unknown probe {', '.join(unknown) or text!r} (choose from {', '.join(KNOWN_PROBES)})")
@@ -124,7 +127,9 @@ def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) 
                 progress(step, (index + min(max(fraction, 0.0), 1.0)) / len(tasks))
 
             try:
-                result.extend(_run_probe(probe, device, request, host.llc_bytes, meters[device.id], report))
+                result.extend(
+                    _run_probe(probe, device, request, host.llc_bytes, meters[device.id], result.measurements, report)
+                )
             except ProbeError as exc:
                 failures.append(str(exc))
                 result.unavailable.append(Unavailable(probe=probe, device=device.id, reason=str(exc)))
@@ -157,7 +162,13 @@ def _idle_baselines(meters: dict[str, EnergyMeter], seconds: float) -> ProbeResu
 
 
 def _run_probe(
-    probe: str, device: Device, request: ProbeRequest, llc_bytes: int | None, meter: EnergyMeter, progress: ProgressCallback
+    probe: str,
+    device: Device,
+    request: ProbeRequest,
+    llc_bytes: int | None,
+    meter: EnergyMeter,
+    so_far: list[Measurement],
+    progress: ProgressCallback,
 ) -> ProbeResult:
     if probe == "compute":
         return compute.measure_matmul(
@@ -172,6 +183,21 @@ def _run_probe(
             llc_bytes=cache,
             memory_bytes=device.memory_bytes,
             meter=meter,
+            progress=progress,
+        )
+    if probe == "training":
+        dtype = training.training_dtype(torch.device(device.id))
+        card = find_card(device.name) if device.kind != "cpu" else None
+        matmul = [
+            m.value
+            for m in so_far
+            if m.metric == "matmul_flops" and m.device == device.id and m.dtype == dtype and m.variant == "burst"
+        ]
+        return training.measure_training(
+            device.id,
+            quick=request.quick,
+            peak_flops=peak_flops(card, dtype) if card else None,
+            measured_matmul_flops=matmul[0] if matmul else None,
             progress=progress,
         )
     net = request.network
