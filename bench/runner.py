@@ -198,6 +198,7 @@ def _run_probe(
             quick=request.quick,
             peak_flops=peak_flops(card, dtype) if card else None,
             measured_matmul_flops=matmul[0] if matmul else None,
+            meter=meter,
             progress=progress,
         )
     net = request.network

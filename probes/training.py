@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
-from probes.timing import DeviceTimer, Timing, synchronize
+from probes.energy import EnergyMeter
+from probes.measurement import Energy, Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
+from probes.timing import DeviceTimer, Timing, energy_of, synchronize
 
 PROBE = "training"
 
@@ -369,9 +370,12 @@ def measure_training(
     quick: bool = False,
     peak_flops: float | None = None,
     measured_matmul_flops: float | None = None,
+    meter: EnergyMeter | None = None,
     progress: ProgressCallback = no_progress,
 ) -> ProbeResult:
     """Tokens/s, MFU and peak memory of training steps, and the largest trainable model.
+
+    With a `meter`, tokens/s carries the energy of the same steps (so efficiency is tokens/J).
 
     `peak_flops` is the datasheet peak FLOP/s of this device in the dtype the step computes in
     (see `training_dtype`); `measured_matmul_flops` the same from this run's matmul probe. Each
@@ -393,7 +397,7 @@ def measure_training(
     cfg = config or default_config(kind)
     try:
         progress(f"training on {device}: {cfg.describe()}", 0.0)
-        run, budget = _throughput(cfg, dev, kind, dtype, quick, progress)
+        run, budget = _throughput(cfg, dev, kind, dtype, quick, meter, progress)
         progress(f"training on {device}: largest trainable model", 0.8)
         largest = _largest_trainable(dev, dtype)
     finally:
@@ -479,6 +483,7 @@ class _Run:
     peak_memory: int | None
     peak_memory_method: str
     optimizer: str
+    energy: Energy | None
 
 
 def _plan(kind: str, quick: bool) -> tuple[float, float, int, float]:
@@ -492,7 +497,9 @@ def _plan(kind: str, quick: bool) -> tuple[float, float, int, float]:
     return 0.5 if quick else 1.0, 0.2, 5 if quick else 10, 10.0
 
 
-def _throughput(cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick: bool, progress: ProgressCallback) -> tuple[_Run, _Budget]:
+def _throughput(
+    cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick: bool, meter: EnergyMeter | None, progress: ProgressCallback
+) -> tuple[_Run, _Budget]:
     """Time steps at the largest micro-batch <= cfg's that fits, halving on out-of-memory."""
     budget = _budget(dev)
     while training_memory(cfg, dtype).total > budget.usable and cfg.batch_size > 1:
@@ -504,7 +511,7 @@ def _throughput(cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick:
                 f"training: {cfg.describe()} needs {needed / 1e9:.2f} GB at batch 1 (memory model), "
                 f"{dev} has {budget.usable / 1e9:.2f} GB ({budget.source})"
             )
-        run = _try_throughput(cfg, dev, kind, dtype, quick, progress)
+        run = _try_throughput(cfg, dev, kind, dtype, quick, meter, progress)
         if run is not None:
             return run, budget
         _release(dev)
@@ -516,7 +523,9 @@ def _throughput(cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick:
         cfg = replace(cfg, batch_size=cfg.batch_size // 2)
 
 
-def _try_throughput(cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick: bool, progress: ProgressCallback) -> _Run | None:
+def _try_throughput(
+    cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick: bool, meter: EnergyMeter | None, progress: ProgressCallback
+) -> _Run | None:
     """One timed run; None when the device ran out of memory (everything it held is dropped)."""
     warmup_s, block_s, blocks, max_s = _plan(kind, quick)
     try:
@@ -545,7 +554,7 @@ def _try_throughput(cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, qu
             peak, method = cpu_step_peak_bytes(trainer), "CPU allocator events (torch.profiler)"
         else:
             peak, method = None, "not measurable on mps"
-        return _Run(cfg, timing, peak, method, trainer.optimizer_name)
+        return _Run(cfg, timing, peak, method, trainer.optimizer_name, energy_of(meter, trainer, dev))
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
         if not _is_oom(exc):
             raise
@@ -576,7 +585,14 @@ def _throughput_measurements(
     }
     out = [
         Measurement(
-            probe=PROBE, metric="train_tokens_per_s", unit="tokens/s", dtype=dtype, device=device, samples=tokens_per_s, params=params
+            probe=PROBE,
+            metric="train_tokens_per_s",
+            unit="tokens/s",
+            dtype=dtype,
+            device=device,
+            samples=tokens_per_s,
+            params=params,
+            energy=run.energy,
         )
     ]
     for variant, peak, key in (("datasheet", peak_flops, "peak_flops"), ("measured-matmul", measured_matmul_flops, "matmul_flops")):

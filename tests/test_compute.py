@@ -74,3 +74,18 @@ def test_gpu_figures_get_their_datasheet_peak() -> None:
     assert "H100" in (annotated.peak_source or "")
     cpu = bf16.model_copy(update={"device": "cpu"})
     assert with_datasheet_peak(cpu, [Device(id="cpu", kind="cpu", name="AMD EPYC")]).peak is None
+
+
+def test_figures_carry_the_energy_of_their_own_work() -> None:
+    """With a meter (here the labelled TDP x load estimate, the one this VM can run), burst and
+    sustained figures carry energy from windows long enough for the sensor."""
+    from probes.energy.rapl import EstimatedCpuMeter
+
+    meter = EstimatedCpuMeter(tdp_w=100.0, why_not_measured="test: no RAPL here")
+    plan = MatmulPlan(sizes=[128, 256], sweep_budget_s=1.0, blocks=3, block_s=0.01, sustained_s=1.2, sustain_all_dtypes=False)
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], plan=plan, meter=meter)
+    for m in result.measurements:
+        assert m.energy is not None and m.energy.method == "estimated"
+        assert m.energy.seconds is not None and m.energy.seconds >= meter.min_window_s
+        assert 0 < (m.energy.watts_avg or 0) <= 100.0 * 1.01
+        assert m.efficiency == pytest.approx(m.value / m.energy.watts_avg)

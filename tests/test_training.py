@@ -237,7 +237,7 @@ def test_largest_fitting_searches_from_the_prediction(predicted: int, real: int,
 def test_a_step_that_cannot_allocate_is_dropped_not_raised() -> None:
     """A real allocation failure (4 TB of embeddings) ends that try with None instead of raising."""
     impossible = GPTConfig(n_layer=1, n_embd=1024, n_head=8, seq_len=16, vocab_size=10**9, batch_size=1)
-    assert training._try_throughput(impossible, CPU, "cpu", "fp32", True, lambda *_: None) is None
+    assert training._try_throughput(impossible, CPU, "cpu", "fp32", True, None, lambda *_: None) is None
 
 
 @pytest.mark.parametrize(
