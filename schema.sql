@@ -78,3 +78,53 @@ CREATE TABLE unavailable (
     PRIMARY KEY (run_id, seq),
     FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
 );
+
+-- The results server (`flopwatt serve`): who submitted what, and what the leaderboard counts.
+-- A submitter is an anonymous token; only its SHA-256 is stored. Client addresses are stored only
+-- as a keyed hash, enough to link abuse from one place without keeping the address.
+
+CREATE TABLE tokens (
+    token_hash TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    client_hash TEXT NOT NULL
+);
+
+CREATE TABLE submissions (
+    run_id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    client_hash TEXT NOT NULL,
+    -- SHA-256 of the document as stored: a resubmission must match it to count as the same run.
+    content_hash TEXT NOT NULL,
+    -- 1 when the owner hid the run: kept, but out of listings and aggregates.
+    hidden INTEGER NOT NULL,
+    -- Why a figure is implausible against the datasheet table; such a run stays out of aggregates.
+    flagged_reason TEXT,
+    FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE,
+    FOREIGN KEY (token_hash) REFERENCES tokens (token_hash) ON DELETE CASCADE
+);
+
+CREATE INDEX submissions_received_at ON submissions (received_at);
+
+CREATE INDEX submissions_token ON submissions (token_hash);
+
+-- One row per submitted measurement, keyed for the leaderboard: the device's model (the reference
+-- card's name where one matches), '' for a missing dtype or variant, and whether it is counted.
+CREATE TABLE figures (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    device_model TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    -- value per watt of the measurement window, where its energy was measured
+    efficiency DOUBLE PRECISION,
+    -- 1 when the run is neither hidden nor flagged
+    counted INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq),
+    FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE CASCADE
+);
+
+-- Covers the leaderboard: its groups are read in order from this index alone, never from the table.
+CREATE INDEX figures_board ON figures (metric, dtype, variant, device_model, counted, value, efficiency);

@@ -25,6 +25,8 @@ from bench.document import RunDocument, parse_document, utc_now
 from bench.commands.monitor import monitor
 from bench.commands.network import serve_network
 from bench.commands.project import project
+from bench.commands.serve import serve
+from bench.commands.submit import ServerOption, compare_shared, submit
 from bench.errors import DocumentError, FlopwattError
 from bench.options import DbOption, EstimateCpuPowerOption, JsonOption
 from bench.runner import KNOWN_PROBES, NetworkOptions, ProbeRequest, run_probes
@@ -172,13 +174,23 @@ def show(
 
 @app.command()
 def compare(
-    runs: Annotated[list[str], typer.Argument(help="Two or more runs; the first is the baseline.")],
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs; the first is the baseline. One with --shared.")],
+    shared: Annotated[
+        bool, typer.Option("--shared", help="Compare one run with everyone's: the shared medians for its card.")
+    ] = False,
+    server: ServerOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Compare runs side by side, as ratios to the first run with Welch's test on the samples."""
+    """Compare runs side by side, as ratios to the first run with Welch's test on the samples;
+    with --shared, one run against the shared results of its card and the reference cards."""
+    if shared:
+        if len(runs) != 1:
+            raise FlopwattError("compare --shared takes exactly one run")
+        compare_shared(runs[0], _stdout(), server=server, db=db, as_json=as_json)
+        return
     if len(runs) < 2:
-        raise FlopwattError("compare needs at least two runs")
+        raise FlopwattError("compare needs at least two runs (or one with --shared)")
     store = Store(db)
     docs = [store.get(ref) for ref in runs]
     if as_json:
@@ -319,6 +331,8 @@ def _parse_import(text: str, source: str) -> list[RunDocument]:
 app.command()(monitor)
 app.command()(project)
 app.command("serve-network")(serve_network)
+app.command()(submit)
+app.command()(serve)
 
 
 def main() -> None:

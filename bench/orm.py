@@ -102,3 +102,49 @@ class UnavailableRow(Base):
     reason: Mapped[str] = mapped_column(Text)
 
     run: Mapped[RunRow] = relationship(back_populates="unavailable")
+
+
+# -- the results server ----------------------------------------------------------------------
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    token_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[str] = mapped_column(Text)
+    client_hash: Mapped[str] = mapped_column(Text)
+
+
+class SubmissionRow(Base):
+    __tablename__ = "submissions"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(Text, ForeignKey("tokens.token_hash", ondelete="CASCADE"))
+    received_at: Mapped[str] = mapped_column(Text)
+    client_hash: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(Text)
+    hidden: Mapped[int] = mapped_column(Integer)
+    flagged_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("submissions_received_at", "received_at"),
+        Index("submissions_token", "token_hash"),
+    )
+
+
+class FigureRow(Base):
+    __tablename__ = "figures"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(Text)
+    dtype: Mapped[str] = mapped_column(Text)
+    variant: Mapped[str] = mapped_column(Text)
+    device_model: Mapped[str] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Double)
+    efficiency: Mapped[float | None] = mapped_column(Double)
+    counted: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("figures_board", "metric", "dtype", "variant", "device_model", "counted", "value", "efficiency"),
+    )

@@ -120,7 +120,7 @@ class Store:
                 for doc in docs:
                     if session.get(RunRow, doc.run.id) is not None:
                         raise StoreError(f"run {doc.run.id} is already stored")
-                    session.add(_to_row(doc))
+                    session.add(run_row(doc))
 
     def delete(self, run_id: str) -> None:
         with self._guard("write to"):
@@ -152,14 +152,14 @@ class Store:
     def get(self, ref: str) -> RunDocument:
         run_id = self.resolve(ref)
         with self._guard("read"), Session(self.engine) as session:
-            row = session.scalars(_with_children(select(RunRow).where(RunRow.id == run_id))).one()
-            return _to_document(row)
+            row = session.scalars(with_children(select(RunRow).where(RunRow.id == run_id))).one()
+            return run_document_from_row(row)
 
     def documents(self) -> list[RunDocument]:
         """Every stored run, oldest first (for export)."""
         with self._guard("read"), Session(self.engine) as session:
-            rows = session.scalars(_with_children(select(RunRow).order_by(RunRow.started_at))).all()
-            return [_to_document(row) for row in rows]
+            rows = session.scalars(with_children(select(RunRow).order_by(RunRow.started_at))).all()
+            return [run_document_from_row(row) for row in rows]
 
     def list_runs(self, limit: int | None = None) -> list[RunSummary]:
         """The newest runs first."""
@@ -187,13 +187,15 @@ def _sqlite_foreign_keys(dbapi_connection, _record) -> None:  # type: ignore[no-
     cursor.close()
 
 
-def _with_children(query):  # type: ignore[no-untyped-def]
+def with_children(query):  # type: ignore[no-untyped-def]
+    """Load a run's devices, measurements and unavailable rows with it (three queries, not N)."""
     return query.options(
         selectinload(RunRow.devices), selectinload(RunRow.measurements), selectinload(RunRow.unavailable)
     )
 
 
-def _to_row(doc: RunDocument) -> RunRow:
+def run_row(doc: RunDocument) -> RunRow:
+    """A run document as ORM rows (the server adds them to its own transaction)."""
     run = doc.run
     return RunRow(
         id=run.id,
@@ -255,7 +257,8 @@ def _measurement_row(seq: int, m: Measurement) -> MeasurementRow:
     )
 
 
-def _to_document(row: RunRow) -> RunDocument:
+def run_document_from_row(row: RunRow) -> RunDocument:
+    """The run document stored in `row` and its children, exactly as it was saved."""
     return RunDocument(
         schema_version=row.schema_version,
         run=RunInfo(

@@ -1,0 +1,349 @@
+"""Results server at scale, against PostgreSQL: ingest rate over HTTP, leaderboard latency at 100k runs.
+
+Targets (issue 6): at least 300 runs/s ingested on a 2-core machine; the leaderboard query over
+100,000 stored runs under 50 ms at p95.
+
+- Ingest: a real uvicorn subprocess (the production app, one worker) and concurrent HTTP clients
+  posting gzip-compressed run documents, each under its own token; every response must be 201.
+  Twice: one run per request (POST /api/v1/runs), then batches (POST /api/v1/runs/batch, what
+  `submit --pending` and bulk uploaders use). The pass mark is taken on batches.
+- Leaderboard: the database is filled to the target count of runs with COPY (copies of the rows
+  the server itself writes for TEMPLATE_RUNS synthetic runs), analysed as autovacuum would. Then
+  the SQL alone is timed uncached (every variant, and one), and the endpoint over HTTP as served:
+  its answer is reused until a write, so its p95 is mostly the HTTP round trip. Both are reported.
+
+Needs FLOPWATT_BENCH_PG_URL or FLOPWATT_TEST_PG_URL: a role that may create databases. A fresh
+database is created and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench.api_models import MAX_BATCH_RUNS
+from bench.document import RunDocument, RunInfo
+from bench.hardware import CARDS, peak_flops
+from bench.orm import Base
+from bench.server.repository import Repository
+from bench.server.service import figures_of, hash_token
+from bench.store import PROJECT_ROOT, Store, _to_row
+from probes.inventory import Device, Host
+from probes.measurement import Energy, Measurement
+
+INGEST_RUNS = 3000
+INGEST_CLIENTS = 8
+BATCH_CLIENTS = 4
+BOARD_RUNS = 100_000
+BOARD_QUERIES = 100
+TEMPLATE_RUNS = 2000
+INGEST_TARGET = 300.0
+BOARD_P95_TARGET_MS = 50.0
+#: GPUs outside the datasheet table, so the leaderboard also groups names it cannot match.
+OTHER_GPUS = ("NVIDIA GeForce RTX 3060", "NVIDIA GeForce RTX 4070", "Tesla T4", "NVIDIA GeForce GTX 1660 SUPER")
+CPUS = ("AMD Ryzen 9 7950X 16-Core Processor", "Intel(R) Core(TM) i7-12700K", "AMD EPYC 7763 64-Core Processor")
+
+
+def run(pg_url: str | None = None, *, ingest_runs: int = INGEST_RUNS, board_runs: int = BOARD_RUNS) -> dict:
+    admin = pg_url or os.environ.get("FLOPWATT_BENCH_PG_URL") or os.environ.get("FLOPWATT_TEST_PG_URL")
+    if not admin:
+        return {"skipped": "no PostgreSQL: set FLOPWATT_BENCH_PG_URL or FLOPWATT_TEST_PG_URL"}
+    rng = random.Random(6)
+    with _fresh_database(admin) as url:
+        Store(url).engine.dispose()  # creates schema.sql
+        ingest = _ingest(url, ingest_runs, rng)
+        board = _leaderboard(url, board_runs, rng)
+    return {
+        "ingest": ingest,
+        "leaderboard": board,
+        "pass": ingest["batches"]["runs_per_s"] >= INGEST_TARGET and board["endpoint_p95_ms"] < BOARD_P95_TARGET_MS,
+    }
+
+
+# -- synthetic runs --------------------------------------------------------------------------
+
+
+def synthetic_run(rng: random.Random, when: datetime) -> RunDocument:
+    """A plausible GPU machine's run: matmul per dtype (burst, and sustained bf16 with energy), memory, PCIe."""
+    card = rng.choice(CARDS) if rng.random() < 0.8 else None
+    gpu = card.name if card else rng.choice(OTHER_GPUS)
+    cpu = rng.choice(CPUS)
+    measurements = []
+    for dtype in ("fp32", "tf32", "fp16", "bf16"):
+        peak = (peak_flops(card, dtype) if card else None) or rng.uniform(5e12, 60e12)
+        measurements.append(_figure(rng, "compute", "matmul_flops", "FLOP/s", peak * rng.uniform(0.4, 0.9), "cuda:0",
+                                    dtype=dtype, variant="burst"))  # fmt: skip
+    peak = (peak_flops(card, "bf16") if card else None) or rng.uniform(10e12, 60e12)
+    watts = (card.board_power_w if card else 250.0) * rng.uniform(0.6, 1.0)
+    energy = Energy(method="nvml-counter", joules=watts * 10, watts_avg=watts, watts_peak=watts * 1.1, seconds=10.0)
+    measurements.append(_figure(rng, "compute", "matmul_flops", "FLOP/s", peak * rng.uniform(0.35, 0.8), "cuda:0",
+                                dtype="bf16", variant="sustained", energy=energy))  # fmt: skip
+    bandwidth = card.memory_bandwidth if card else 400e9
+    measurements.append(_figure(rng, "memory", "mem_copy_bandwidth", "B/s", bandwidth * rng.uniform(0.6, 0.9), "cuda:0"))
+    measurements.append(_figure(rng, "memory", "h2d_bandwidth", "B/s", rng.uniform(10e9, 25e9), "cuda:0", variant="pinned"))
+    measurements.append(_figure(rng, "memory", "mem_copy_bandwidth", "B/s", rng.uniform(20e9, 80e9), "cpu"))
+    measurements.append(_figure(rng, "memory", "mem_triad_bandwidth", "B/s", rng.uniform(20e9, 90e9), "cpu"))
+    return RunDocument(
+        run=RunInfo(id=uuid.UUID(int=rng.getrandbits(128)).hex, started_at=when, finished_at=when + timedelta(minutes=3),
+                    tool_version="0.1.0", command="probe"),  # fmt: skip
+        host=Host(os="Linux", os_release="6.8.0", arch="x86_64", python="3.11.7", torch="2.13.0", cpu_model=cpu,
+                  physical_cores=16, logical_cores=32, ram_bytes=64 * 2**30),  # fmt: skip
+        devices=[
+            Device(id="cpu", kind="cpu", name=cpu, memory_bytes=64 * 2**30),
+            Device(id="cuda:0", kind="cuda", name=f"NVIDIA {gpu}" if card else gpu,
+                   memory_bytes=card.memory_bytes if card else 12 * 2**30, sm_count=80, compute_capability="8.9"),  # fmt: skip
+        ],
+        measurements=measurements,
+    )
+
+
+def _figure(
+    rng: random.Random, probe: str, metric: str, unit: str, centre: float, device: str, **kw: object
+) -> Measurement:
+    samples = [centre * rng.uniform(0.97, 1.03) for _ in range(5)]
+    return Measurement(probe=probe, metric=metric, unit=unit, samples=samples, device=device,
+                       params={"bytes": 2**30}, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+# -- ingest over HTTP ------------------------------------------------------------------------
+
+
+def _ingest(url: str, count: int, rng: random.Random) -> dict:
+    """Runs per second through the real server: one run per request, then batches of MAX_BATCH_RUNS.
+
+    The load comes from the standard library's http.client (keep-alive, no retries): it costs a
+    third of httpx's CPU per request, and on two cores the load generator competes with the server.
+    """
+    now = datetime.now(timezone.utc)
+    docs = [synthetic_run(rng, now - timedelta(seconds=i)).to_json() for i in range(2 * count)]
+    single = [gzip.compress(d.encode()) for d in docs[:count]]
+    batches = [
+        gzip.compress(('{"runs": [' + ",".join(docs[i : i + MAX_BATCH_RUNS]) + "]}").encode())
+        for i in range(count, 2 * count, MAX_BATCH_RUNS)
+    ]
+    with serving(url) as base:
+        port = int(base.rsplit(":", 1)[1])
+        per_run = _load(port, "/api/v1/runs", single, clients=INGEST_CLIENTS)
+        per_batch = _load(port, "/api/v1/runs/batch", batches, clients=BATCH_CLIENTS)
+    return {
+        "runs_per_request": {**per_run, "runs_per_s": round(count / per_run["seconds"], 1)},
+        "batches": {**per_batch, "runs_per_batch": MAX_BATCH_RUNS, "runs_per_s": round(count / per_batch["seconds"], 1)},
+        "target_runs_per_s": INGEST_TARGET,
+    }
+
+
+def _load(port: int, path: str, bodies: list[bytes], clients: int) -> dict:
+    """POST every body from `clients` threads, each over one keep-alive connection with its own token."""
+    tokens = [_post(http.client.HTTPConnection("127.0.0.1", port), "/api/v1/tokens", b"", {})[1] for _ in range(clients)]
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {json.loads(tokens[index])['token']}", "Content-Type": "application/json",
+                   "Content-Encoding": "gzip"}  # fmt: skip
+        got = [_post(connection, path, body, headers)[0] for body in bodies[index::clients]]
+        connection.close()
+        with lock:
+            statuses.extend(got)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    return {"requests": len(bodies), "clients": clients, "seconds": round(elapsed, 2),
+            "non_201": sum(1 for s in statuses if s != 201)}  # fmt: skip
+
+
+def _post(connection: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    connection.request("POST", path, body=body, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: The server as `flopwatt serve` runs it, with rate limits lifted for load generation.
+SERVER_CODE = """
+import sys, uvicorn
+from bench.server import create_app
+from bench.server.ratelimit import Rate, RateLimits
+lift = Rate(per_minute=6e6, burst=1e6)
+app = create_app(sys.argv[1], limits=RateLimits(requests=lift, submissions=lift, tokens=lift))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+@contextmanager
+def serving(db_url: str, port: int | None = None) -> Iterator[str]:
+    """A uvicorn subprocess serving `db_url`; yields its base URL once it answers."""
+    port = port or free_port()
+    process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, db_url, str(port)], cwd=PROJECT_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def wait_until_up(base: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        try:
+            httpx.get(f"{base}/openapi.json", timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer within {timeout_s} s")
+
+
+# -- the leaderboard at scale ----------------------------------------------------------------
+
+
+def _leaderboard(url: str, target_runs: int, rng: random.Random) -> dict:
+    """The query itself (no cache), for every variant and for one; then the endpoint, as served."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+    started = time.perf_counter()
+    _bulk_load(engine, target_runs - stored, rng)
+    load_s = time.perf_counter() - started
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))  # what autovacuum does after a load: index-only scans need it
+        stored = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+        figures = conn.execute(text("SELECT count(*) FROM figures")).scalar_one()
+    query: dict[str, list[float]] = {"all_variants": [], "sustained": []}
+    with Session(engine) as session:
+        repo = Repository(session)
+        groups = repo.leaderboard("matmul_flops", "bf16", None)  # warms the plan and the buffer cache
+        for _ in range(BOARD_QUERIES):
+            for name, variant in (("all_variants", None), ("sustained", "sustained")):
+                t0 = time.perf_counter()
+                repo.leaderboard("matmul_flops", "bf16", variant)
+                query[name].append((time.perf_counter() - t0) * 1e3)
+    engine.dispose()
+    with serving(url) as base, httpx.Client(base_url=base) as http:
+        endpoint = []
+        for _ in range(BOARD_QUERIES):
+            t0 = time.perf_counter()
+            http.get("/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).raise_for_status()
+            endpoint.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "runs": stored,
+        "figures": figures,
+        "load_seconds": round(load_s, 1),
+        "groups": len(groups),
+        "figures_aggregated": sum(g.count for g in groups),
+        "query_p50_ms": round(statistics.median(query["all_variants"]), 1),
+        "query_p95_ms": round(_p95(query["all_variants"]), 1),
+        "query_one_variant_p95_ms": round(_p95(query["sustained"]), 1),
+        "endpoint_first_ms": round(endpoint[0], 1),
+        "endpoint_p95_ms": round(_p95(endpoint), 1),
+        "target_p95_ms": BOARD_P95_TARGET_MS,
+    }
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+def _bulk_load(engine, count: int, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    """COPY `count` runs: copies, under new ids, of the rows the server writes for TEMPLATE_RUNS runs.
+
+    Building the rows of 100,000 distinct documents would take minutes on two cores; the query
+    only cares how many rows there are per device model and how their values spread.
+    """
+    if count <= 0:
+        return
+    tables = {t.name: t for t in Base.metadata.sorted_tables}
+    token = hash_token("bench")
+    now = datetime.now(timezone.utc)
+    templates = [_template_rows(synthetic_run(rng, now), tables) for _ in range(TEMPLATE_RUNS)]
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection  # psycopg's own connection, for COPY
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO tokens VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", (token, now.isoformat(), "bench"))
+            ids = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(count)]
+            for name in ("runs", "devices", "measurements", "submissions", "figures"):
+                columns = ", ".join(c.name for c in tables[name].columns)
+                with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
+                    for i, run_id in enumerate(ids):
+                        for row in templates[i % TEMPLATE_RUNS][name]:
+                            copy.write_row(_with_run(name, row, run_id, token, now - timedelta(seconds=i)))
+        conn.commit()
+    finally:
+        raw.close()
+
+
+def _template_rows(doc: RunDocument, tables: dict) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    run = _to_row(doc)
+    submission = {"run_id": run.id, "token_hash": "", "received_at": "", "client_hash": "bench",
+                  "content_hash": hashlib.sha256(doc.model_dump_json().encode()).hexdigest(), "hidden": 0,
+                  "flagged_reason": None}  # fmt: skip
+    return {
+        "runs": [_values(tables["runs"], run)],
+        "devices": [_values(tables["devices"], d, run_id=run.id) for d in run.devices],
+        "measurements": [_values(tables["measurements"], m, run_id=run.id) for m in run.measurements],
+        "submissions": [tuple(submission[c.name] for c in tables["submissions"].columns)],
+        "figures": [tuple(f[c.name] for c in tables["figures"].columns) for f in figures_of(doc, counted=True)],
+    }
+
+
+def _with_run(table: str, row: tuple, run_id: str, token: str, received: datetime) -> tuple:
+    """The template row under another run id (every table's first column); a submission gets its owner and time."""
+    if table == "submissions":
+        return (run_id, token, received.isoformat(timespec="microseconds"), *row[3:])
+    return (run_id, *row[1:])
+
+
+def _values(table, obj, **override: object) -> tuple:  # type: ignore[no-untyped-def]
+    return tuple(override[c.name] if c.name in override else getattr(obj, c.key) for c in table.columns)
+
+
+@contextmanager
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    name = f"flopwatt_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,68 @@
+"""Twenty submitters at once, and the server killed and started again while they send: nothing is
+lost and nothing is stored twice (PostgreSQL, the engine a shared server runs on)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from bench.client import SubmitClient
+from server_support import count, free_port, make_doc, start_server_process
+
+SUBMITTERS = 20
+RUNS_EACH = 8
+
+
+def test_twenty_submitters_and_a_restart_lose_and_duplicate_nothing(postgres_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    docs = [[make_doc(bf16=100e12 + 1e12 * (i * RUNS_EACH + j)) for j in range(RUNS_EACH)] for i in range(SUBMITTERS)]
+    outcomes: list[list[str]] = [[] for _ in range(SUBMITTERS)]
+    server = start_server_process(postgres_url, port)
+    halfway = threading.Event()
+
+    def submitter(index: int) -> None:
+        with SubmitClient(base, config=tmp_path / f"user{index}", timeout=5) as client:
+            for doc in docs[index]:
+                outcomes[index].append(client.submit(doc).status)
+                if len(outcomes[index]) == RUNS_EACH // 2:
+                    halfway.wait(timeout=60)  # everyone is mid-way when the server goes down
+
+    threads = [threading.Thread(target=submitter, args=(i,)) for i in range(SUBMITTERS)]
+    try:
+        for t in threads:
+            t.start()
+        while count(postgres_url, "runs") < SUBMITTERS * RUNS_EACH // 4:
+            time.sleep(0.02)
+        server.kill()  # no goodbye: requests in flight are cut, transactions in flight roll back
+        server.wait()
+        halfway.set()
+        time.sleep(0.5)  # submissions meanwhile find nobody and are queued
+        server = start_server_process(postgres_url, port)
+        for t in threads:
+            t.join(timeout=120)
+        queued = sum(o.count("queued") for o in outcomes)
+        assert queued > 0, "the restart should have found submissions in flight"
+        resent = []
+        for index in range(SUBMITTERS):
+            with SubmitClient(base, config=tmp_path / f"user{index}") as client:
+                resent += list(client.send_pending())
+                assert client.pending() == []
+                # A user who resubmits everything, to be sure, gets the stored ids back.
+                assert {client.submit(doc).status for doc in docs[index]} == {"existing"}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert {o.status for o in resent} <= {"created", "existing"} and len(resent) == queued
+    expected = {doc.run.id for each in docs for doc in each}
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT id FROM runs")).scalars().all()
+        owners = conn.execute(text("SELECT count(DISTINCT token_hash) FROM submissions")).scalar_one()
+    engine.dispose()
+    assert sorted(stored) == sorted(expected)  # every run, once
+    assert count(postgres_url, "submissions") == len(expected) and owners == SUBMITTERS
+    assert count(postgres_url, "figures") == count(postgres_url, "measurements") == len(expected) * len(docs[0][0].measurements)
