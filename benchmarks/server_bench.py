@@ -46,7 +46,7 @@ from bench.hardware import CARDS, peak_flops
 from bench.orm import Base
 from bench.server.repository import Repository
 from bench.server.service import figures_of, hash_token
-from bench.store import PROJECT_ROOT, Store, _to_row
+from bench.store import PROJECT_ROOT, Store, run_row
 from probes.inventory import Device, Host
 from probes.measurement import Energy, Measurement
 
@@ -307,7 +307,7 @@ def _bulk_load(engine, count: int, rng: random.Random) -> None:  # type: ignore[
 
 
 def _template_rows(doc: RunDocument, tables: dict) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
-    run = _to_row(doc)
+    run = run_row(doc)
     submission = {"run_id": run.id, "token_hash": "", "received_at": "", "client_hash": "bench",
                   "content_hash": hashlib.sha256(doc.model_dump_json().encode()).hexdigest(), "hidden": 0,
                   "flagged_reason": None}  # fmt: skip
