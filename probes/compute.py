@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import psutil
 import torch
 
 from probes.energy import EnergyMeter
+from probes.inventory import torch_blas
 from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
 from probes.timing import DeviceTimer, Timing, energy_of, synchronize
 
@@ -74,7 +76,7 @@ class MatmulPlan:
     def for_device(kind: str, quick: bool) -> MatmulPlan:
         if kind == "cpu":
             sizes = [256, 512, 1024, 2048, 3072] if quick else [256, 512, 1024, 1536, 2048, 3072, 4096, 6144]
-            return MatmulPlan(sizes, 4.0 if quick else 20.0, 7 if quick else 15, 0.05, 10.0, not quick)
+            return MatmulPlan(sizes, 6.0 if quick else 30.0, 7 if quick else 15, 0.05, 10.0, not quick)
         sizes = [1024, 2048, 4096, 8192] if quick else [1024, 2048, 3072, 4096, 6144, 8192, 10240, 12288, 16384]
         return MatmulPlan(sizes, 4.0 if quick else 20.0, 10 if quick else 30, 0.05, 10.0, not quick)
 
@@ -112,13 +114,17 @@ def float32_precision(dtype: str) -> Iterator[None]:
 
 @dataclass
 class Operands:
-    """Several (a, b, out) sets, rotated between calls so repeats don't run from cache."""
+    """Several (a, b, out) sets, rotated between calls so repeats don't run from cache.
+
+    `backend` "numpy" runs numpy's matmul on the same CPU memory (zero-copy views).
+    """
 
     a: list[torch.Tensor]
     b: list[torch.Tensor]
     out: list[torch.Tensor]
     dtype: str
     turn: int = 0
+    backend: str = "torch"
 
     @staticmethod
     def random(m: int, n: int, k: int, dtype: str, device: torch.device, sets: int) -> Operands:
@@ -139,7 +145,9 @@ class Operands:
     def step(self) -> None:
         i = self.turn % len(self.a)
         self.turn += 1
-        if self.dtype == "fp8":
+        if self.backend == "numpy":
+            np.matmul(self.a[i].numpy(), self.b[i].numpy(), out=self.out[i].numpy())
+        elif self.dtype == "fp8":
             one = torch.ones((), device=self.a[i].device)
             self.out[i] = torch._scaled_mm(self.a[i], self.b[i], scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
         else:
@@ -152,6 +160,20 @@ class Operands:
         got = self.out[i][:rows].double()
         want = self.a[i][:rows].double() @ self.b[i].double()
         return float(torch.linalg.norm(got - want) / torch.linalg.norm(want))
+
+
+def backends(kind: str, dtype: str) -> list[str]:
+    """The matmul libraries to try. On a CPU torch's BLAS (MKL on x86) is not always the fastest
+    installed (OpenBLAS beats it on some AMD parts), so numpy's is timed too and the best kept."""
+    return ["torch", "numpy"] if kind == "cpu" and dtype in ("fp32", "fp64") else ["torch"]
+
+
+def backend_library(backend: str) -> str:
+    """Which BLAS the backend runs, for the record."""
+    if backend == "numpy":
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"numpy {np.__version__} ({blas.get('name')} {blas.get('version')})"
+    return f"torch {torch.__version__} ({torch_blas() or 'BLAS unknown'})"
 
 
 def _operand_sets(m: int, n: int, k: int, dtype: str, llc_bytes: int | None) -> int:
@@ -208,6 +230,8 @@ def measure_matmul(
                 "k": shape[2],
                 "threads": threads,
                 "operand_sets": len(operands.a),
+                "backend": operands.backend,
+                "backend_library": backend_library(operands.backend),
                 "check_relative_error": error,
                 "check_tolerance": CHECK_TOLERANCE[dtype],
             }
@@ -272,7 +296,7 @@ def _check_failed(device: str, dtype: str, shape: tuple[int, int, int], error: f
 def _sweep(
     timer: DeviceTimer, dev: torch.device, dtype: str, plan: MatmulPlan, llc_bytes: int | None
 ) -> tuple[tuple[tuple[int, int, int], Timing, Operands, float] | None, list[dict], list[str]]:
-    """Time growing shapes within the budget; return the best verified one and the sweep table."""
+    """Time growing shapes (and, on a CPU, each BLAS) within the budget; return the best verified one."""
     best = None
     best_median = 0.0
     sweep: list[dict] = []
@@ -280,28 +304,32 @@ def _sweep(
     spent = 0.0
     last_call_s = None
     last_size = None
+    tried = backends("cpu" if dev.type == "cpu" else "gpu", dtype)
     for size in plan.sizes:
         shape = (size, size, size)
         if last_call_s is not None and last_size is not None:
-            predicted = last_call_s * (size / last_size) ** 3 * (plan.blocks + 3)
+            predicted = last_call_s * (size / last_size) ** 3 * (plan.blocks + 3) * len(tried)
             if spent + predicted > plan.sweep_budget_s:
                 break
         sets = _operand_sets(*shape, dtype, llc_bytes)
         if not _fits(*shape, dtype, sets, dev):
             break
-        operands = Operands.random(*shape, dtype, dev, sets)
-        timing = timer.measure(operands.step, block_s=plan.block_s, blocks=plan.blocks, max_s=plan.sweep_budget_s / 3)
-        spent += timing.elapsed_s
-        error = operands.relative_error()
-        # The median of the per-block figures, exactly as the measurement will report it.
-        flops = statistics.median(2.0 * size**3 / s for s in timing.seconds_per_call)
-        sweep.append({"m": size, "n": size, "k": size, "median_flops": flops, "check_relative_error": error})
-        if error > CHECK_TOLERANCE[dtype]:
-            failures.append(_check_failed(str(dev), dtype, shape, error).reason)
-        elif flops > best_median:
-            best_median = flops
-            best = (shape, timing, operands, error)
-        last_call_s, last_size = 2.0 * size**3 / flops, size
+        created = Operands.random(*shape, dtype, dev, sets)
+        for backend in tried:
+            operands = Operands(created.a, created.b, created.out, dtype, backend=backend)
+            timing = timer.measure(operands.step, block_s=plan.block_s, blocks=plan.blocks, max_s=plan.sweep_budget_s / 3)
+            spent += timing.elapsed_s
+            error = operands.relative_error()
+            # The median of the per-block figures, exactly as the measurement will report it.
+            flops = statistics.median(2.0 * size**3 / s for s in timing.seconds_per_call)
+            row = {"m": size, "n": size, "k": size, "backend": backend, "median_flops": flops, "check_relative_error": error}
+            sweep.append(row)
+            if error > CHECK_TOLERANCE[dtype]:
+                failures.append(_check_failed(str(dev), dtype, shape, error).reason)
+            elif flops > best_median:
+                best_median = flops
+                best = (shape, timing, operands, error)
+            last_call_s, last_size = 2.0 * size**3 / flops, size
     if not sweep:
         failures.append(f"no shape fits the time budget or memory (smallest tried {plan.sizes[0]})")
     return best, sweep, failures

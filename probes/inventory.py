@@ -93,7 +93,7 @@ def describe_host(cpu: dict[str, Any]) -> Host:
         logical_cores=psutil.cpu_count(logical=True),
         ram_bytes=psutil.virtual_memory().total,
         llc_bytes=last_level_cache_bytes(cpu),
-        blas=_torch_blas(),
+        blas=torch_blas(),
         threads=torch.get_num_threads(),
         cuda_runtime=torch.version.cuda or getattr(torch.version, "hip", None),
         gpu_driver=_nvml_driver(),
@@ -140,7 +140,8 @@ def _virtualization(flags: list[str]) -> tuple[bool | None, str]:
     return None, "unknown (no CPU flags)"
 
 
-def _torch_blas() -> str:
+def torch_blas() -> str:
+    """The BLAS torch was built with (mkl, openblas, accelerate...), from its build config."""
     config = torch.__config__.show()
     for part in config.replace("\n", ",").split(","):
         if "BLAS_INFO=" in part:

@@ -19,7 +19,7 @@ def test_burst_and_sustained_figures_are_real_and_consistent() -> None:
     assert burst.n == SMALL.blocks and all(s > 1e6 for s in burst.samples)
     # the sweep is recorded and the reported shape is the best of it
     sweep = burst.params["sweep"]
-    assert [row["m"] for row in sweep] == [64, 128, 256]
+    assert [(row["m"], row["backend"]) for row in sweep] == [(s, b) for s in (64, 128, 256) for b in ("torch", "numpy")]
     assert burst.params["m"] == max(sweep, key=lambda row: row["median_flops"])["m"]
     assert burst.value == pytest.approx(max(row["median_flops"] for row in sweep))
     assert burst.params["check_relative_error"] < compute.CHECK_TOLERANCE["fp32"]
@@ -89,3 +89,19 @@ def test_figures_carry_the_energy_of_their_own_work() -> None:
         assert m.energy.seconds is not None and m.energy.seconds >= meter.min_window_s
         assert 0 < (m.energy.watts_avg or 0) <= 100.0 * 1.01
         assert m.efficiency == pytest.approx(m.value / m.energy.watts_avg)
+
+
+def test_cpu_sweeps_both_blas_libraries_and_records_the_winner() -> None:
+    """torch's BLAS and numpy's are both timed on the same memory; the figure names which won."""
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp64"], plan=SMALL)
+    burst = next(m for m in result.measurements if m.variant == "burst")
+    rows = burst.params["sweep"]
+    assert {r["backend"] for r in rows} == {"torch", "numpy"}
+    winner = max(rows, key=lambda r: r["median_flops"])
+    assert burst.params["backend"] == winner["backend"] and burst.params["m"] == winner["m"]
+    assert burst.params["backend_library"].startswith(winner["backend"])
+    assert all(r["check_relative_error"] < compute.CHECK_TOLERANCE["fp64"] for r in rows)
+
+
+def test_bf16_stays_on_torch() -> None:
+    assert compute.backends("cpu", "bf16") == ["torch"] and compute.backends("gpu", "fp32") == ["torch"]
