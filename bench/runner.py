@@ -62,11 +62,10 @@ class ProbeRequest:
         if not text:
             return DEFAULT_PROBES
         wanted = {n.strip().lower() for n in text.split(",") if n.strip()}
-        names = tuple(n for n in KNOWN_PROBES if n in wanted) + tuple(sorted(wanted - set(KNOWN_PROBES)))
-        unknown = [n for n in names if n not in KNOWN_PROBES]
-        if unknown or not names:
-            raise FlopwattError(f"--only: unknown probe {', '.join(unknown) or text!r} (choose from {', '.join(KNOWN_PROBES)})")
-        return names
+        unknown = ", ".join(sorted(wanted - set(KNOWN_PROBES))) or (text if not wanted else "")
+        if unknown:
+            raise FlopwattError(f"--only: unknown probe {unknown!r} (choose from {', '.join(KNOWN_PROBES)})")
+        return tuple(n for n in KNOWN_PROBES if n in wanted)  # in run order: training reads compute's figure
 
 
 def inventory(device_spec: str = "auto") -> tuple[Host, list[Device], list[Unavailable]]:
