@@ -137,6 +137,8 @@ def _params_cell(m: Measurement) -> str:
             text += f", {p['window_s']:.0f} s"
         if p.get("threads"):
             text += f", {p['threads']} thr"
+        if p.get("backend", "torch") != "torch":
+            text += f", {p['backend']}"  # the faster BLAS on this CPU was numpy's, not torch's
         return text
     if m.metric.startswith("train_") and "n_layer" in p:
         return f"{p['n_layer']}L×{p.get('n_embd')}, seq {p.get('seq_len')}, batch {p.get('batch_size', '-')}"
