@@ -37,7 +37,6 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bench.api_models import MAX_BATCH_RUNS
@@ -49,6 +48,12 @@ from bench.server.service import figures_of, hash_token
 from bench.store import PROJECT_ROOT, Store, run_row
 from probes.inventory import Device, Host
 from probes.measurement import Energy, Measurement
+
+_TESTS = PROJECT_ROOT / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from pg import fresh_database  # noqa: E402  (shared with the tests' postgres_url fixture)
 
 INGEST_RUNS = 3000
 INGEST_CLIENTS = 8
@@ -68,7 +73,7 @@ def run(pg_url: str | None = None, *, ingest_runs: int = INGEST_RUNS, board_runs
     if not admin:
         return {"skipped": "no PostgreSQL: set FLOPWATT_BENCH_PG_URL or FLOPWATT_TEST_PG_URL"}
     rng = random.Random(6)
-    with _fresh_database(admin) as url:
+    with fresh_database(admin, "flopwatt_bench") as url:
         Store(url).engine.dispose()  # creates schema.sql
         ingest = _ingest(url, ingest_runs, rng)
         board = _leaderboard(url, board_runs, rng)
@@ -329,20 +334,6 @@ def _with_run(table: str, row: tuple, run_id: str, token: str, received: datetim
 
 def _values(table, obj, **override: object) -> tuple:  # type: ignore[no-untyped-def]
     return tuple(override[c.name] if c.name in override else getattr(obj, c.key) for c in table.columns)
-
-
-@contextmanager
-def _fresh_database(admin_url: str) -> Iterator[str]:
-    name = f"flopwatt_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":
