@@ -65,7 +65,8 @@ class _Figures(BaseModel):
     @classmethod
     def _drop_derived(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+            derived = cls.__pydantic_computed_fields__  # the class's own dict: model_computed_fields is a slow descriptor
+            return {k: v for k, v in data.items() if k not in derived}
         return data
 
 
