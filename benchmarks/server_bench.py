@@ -45,7 +45,7 @@ from bench.hardware import CARDS, peak_flops
 from bench.orm import Base
 from bench.server.repository import Repository
 from bench.server.service import figures_of, hash_token
-from bench.store import PROJECT_ROOT, Store, run_row
+from bench.store import PROJECT_ROOT, Store, document_rows
 from probes.inventory import Device, Host
 from probes.measurement import Energy, Measurement
 
@@ -312,17 +312,15 @@ def _bulk_load(engine, count: int, rng: random.Random) -> None:  # type: ignore[
 
 
 def _template_rows(doc: RunDocument, tables: dict) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
-    run = run_row(doc)
-    submission = {"run_id": run.id, "token_hash": "", "received_at": "", "client_hash": "bench",
-                  "content_hash": hashlib.sha256(doc.model_dump_json().encode()).hexdigest(), "hidden": 0,
-                  "flagged_reason": None}  # fmt: skip
-    return {
-        "runs": [_values(tables["runs"], run)],
-        "devices": [_values(tables["devices"], d, run_id=run.id) for d in run.devices],
-        "measurements": [_values(tables["measurements"], m, run_id=run.id) for m in run.measurements],
-        "submissions": [tuple(submission[c.name] for c in tables["submissions"].columns)],
-        "figures": [tuple(f[c.name] for c in tables["figures"].columns) for f in figures_of(doc, counted=True)],
-    }
+    rows = document_rows(doc)
+    rows["submissions"] = [
+        {"run_id": doc.run.id, "token_hash": "", "received_at": "", "client_hash": "bench",
+         "content_hash": hashlib.sha256(doc.model_dump_json().encode()).hexdigest(), "hidden": 0,
+         "flagged_reason": None}  # fmt: skip
+    ]
+    rows["figures"] = figures_of(doc, counted=True)
+    names = ("runs", "devices", "measurements", "submissions", "figures")
+    return {name: [tuple(row[c.name] for c in tables[name].columns) for row in rows[name]] for name in names}
 
 
 def _with_run(table: str, row: tuple, run_id: str, token: str, received: datetime) -> tuple:
@@ -330,10 +328,6 @@ def _with_run(table: str, row: tuple, run_id: str, token: str, received: datetim
     if table == "submissions":
         return (run_id, token, received.isoformat(timespec="microseconds"), *row[3:])
     return (run_id, *row[1:])
-
-
-def _values(table, obj, **override: object) -> tuple:  # type: ignore[no-untyped-def]
-    return tuple(override[c.name] if c.name in override else getattr(obj, c.key) for c in table.columns)
 
 
 if __name__ == "__main__":

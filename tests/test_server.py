@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import asyncio
 import statistics
 import threading
 from pathlib import Path
@@ -25,8 +26,11 @@ from bench.document import RunDocument
 from bench.errors import StoreError
 from bench.hardware import find_card
 from bench.server import create_app
+from bench.server.errors import ApiError
+from bench.server.ingest import PendingRequest
 from bench.server.ratelimit import Rate, RateLimits
-from bench.server.routes import get_session
+from bench.server.repository import Repository
+from bench.server.service import Service
 from bench.store import Store
 from server_support import LIFTED, bearer, count, db_url, live_server, make_doc, new_token  # noqa: F401
 
@@ -337,26 +341,22 @@ def test_concurrent_resubmissions_of_one_run_store_it_once(postgres_url: str) ->
 
 
 def test_a_write_that_fails_midway_leaves_nothing_and_answers_503(tmp_path: Path) -> None:
-    """The session is a dependency: here one whose commit finds the database gone after the inserts."""
+    """The writer's session here is one whose commit finds the database gone after the inserts."""
     url = f"sqlite:///{tmp_path / 'server.db'}"
     app = create_app(url, limits=LIFTED)
-    engine = app.state.flopwatt.engine
+    writer = app.state.flopwatt.writer
 
     class LostConnection(Session):
         def commit(self) -> None:
             self.flush()
             raise OperationalError("COMMIT", {}, ConnectionResetError("server closed the connection"))
 
-    def failing_session():  # type: ignore[no-untyped-def]
-        with LostConnection(engine) as session:
-            yield session
-
     with live_server(app) as base:
         token = new_token(base)
-        app.dependency_overrides[get_session] = failing_session
+        writer.session = LostConnection
         answer = _post_run(base, token, make_doc())
         assert _error(answer, 503)["field"] == "database" and answer.headers["Retry-After"]
-        app.dependency_overrides.clear()
+        writer.session = Session
         assert count(url, "runs") == count(url, "measurements") == count(url, "figures") == 0
         assert _post_run(base, token, make_doc()).status_code == 201
 
@@ -378,3 +378,32 @@ def test_a_database_without_the_server_tables_is_refused(tmp_path: Path) -> None
             conn.exec_driver_sql(f"DROP TABLE {table}")
     with pytest.raises(StoreError, match="lacks the server tables"):
         create_app(url)
+
+
+def test_a_group_that_clashes_answers_each_request_as_if_it_came_alone(db_url: str) -> None:  # noqa: F811
+    """Four requests written as one group: one resubmits a stored run, one sends other content under
+    a stored id. The group rolls back, and each request gets the answer it would have had alone."""
+    app = create_app(db_url, limits=LIFTED)
+    state = app.state.flopwatt
+    with Session(state.engine) as session:
+        Repository(session).add_token("owner", "2026-05-01T00:00:00+00:00", "client")
+        session.commit()
+    stored, fresh, other = make_doc(), make_doc(), make_doc()
+    changed = stored.model_copy(update={"host": stored.host.model_copy(update={"cpu_model": "another CPU"})})
+
+    async def scenario() -> list:
+        assert (await state.writer.store(Service.stage_run(stored, "owner", "client")))[0].created
+        loop = asyncio.get_running_loop()
+        group = [PendingRequest(Service.stage_run(doc, "owner", "client"), loop.create_future(), loop)
+                 for doc in (fresh, stored, changed, other)]  # fmt: skip
+        await asyncio.to_thread(state.writer.write_group, group)
+        return await asyncio.gather(*(request.future for request in group), return_exceptions=True)
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        state.writer.stop()
+    assert answers[0][0].created and answers[3][0].created
+    assert answers[1][0].id == stored.run.id and not answers[1][0].created
+    assert isinstance(answers[2], ApiError) and answers[2].status == 409 and answers[2].field == "run.id"
+    assert count(db_url, "runs") == count(db_url, "submissions") == 3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -42,12 +44,19 @@ def create_app(db_url: str, *, limits: RateLimits | None = None, secret: bytes |
         tool_version = version("flopwatt")
     except PackageNotFoundError:
         tool_version = "unknown"
+    state = routes.ServerState.build(_engine(store), secret or secrets.token_bytes(32), limits or RateLimits())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.writer.stop()  # uvicorn has answered every request by now; write what is queued
+
     app = FastAPI(
+        lifespan=lifespan,
         title="flopwatt results server",
         version=tool_version,
         description="Shared flopwatt runs: submit, list, export, and a leaderboard per device model.",
     )
-    state = routes.ServerState.build(_engine(store), secret or secrets.token_bytes(32), limits or RateLimits())
     app.state.flopwatt = state
     app.include_router(routes.api)
     app.include_router(routes.pages)

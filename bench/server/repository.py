@@ -8,6 +8,7 @@ SQLite, which has no such aggregate, the same linear interpolation runs here ove
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,10 @@ from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, insp
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bench.api_models import Submitted
 from bench.document import RunDocument
-from bench.orm import DeviceRow, FigureRow, MeasurementRow, RunRow, SubmissionRow, TokenRow, UnavailableRow
-from bench.store import run_document_from_row, run_row, with_children
+from bench.orm import FigureRow, RunRow, SubmissionRow, TokenRow
+from bench.store import RUN_TABLES, document_rows, run_document_from_row, with_children
 
 #: Tables the server needs on top of a flopwatt database.
 SERVER_TABLES = ("tokens", "submissions", "figures")
@@ -27,11 +29,16 @@ SERVER_TABLES = ("tokens", "submissions", "figures")
 
 @dataclass(frozen=True)
 class StagedRun:
-    """A run ready to write: its document, its submissions row and its figures rows."""
+    """A run ready to write: its document, where it sat in the request, its submissions and figures rows."""
 
     doc: RunDocument
+    path: str
     submission: dict[str, Any]
     figures: list[dict[str, Any]]
+
+    def created(self) -> Submitted:
+        """The answer once this run is written."""
+        return Submitted(id=self.doc.run.id, created=True, flagged_reason=self.submission["flagged_reason"])
 
 
 @dataclass(frozen=True)
@@ -92,24 +99,16 @@ class Repository:
     def add_runs(self, staged: list[StagedRun]) -> None:
         """Insert runs, who sent them and their leaderboard rows; the caller commits them as one.
 
-        The rows are the ones bench.store maps a document to, written with one multi-row INSERT per
-        table for the whole batch: at ingest rates, per-row statements cost more than the database.
+        The rows are the ones bench.store maps a document to, written table by table for the whole
+        batch: at ingest rates, per-row statements and round trips cost more than the database.
         """
         rows: dict[Table, list[dict[str, Any]]] = {table: [] for table in _WRITE_ORDER}
         for item in staged:
-            run = run_row(item.doc)
-            rows[RunRow.__table__].append(_columns(RunRow.__table__, run))
-            for table, children in (
-                (DeviceRow.__table__, run.devices),
-                (MeasurementRow.__table__, run.measurements),
-                (UnavailableRow.__table__, run.unavailable),
-            ):
-                rows[table] += [_columns(table, child, run_id=run.id) for child in children]
+            for name, table_rows in document_rows(item.doc).items():
+                rows[_TABLES[name]] += table_rows
             rows[SubmissionRow.__table__].append(item.submission)
             rows[FigureRow.__table__] += item.figures
-        conn = self.session.connection()
-        for table in _WRITE_ORDER:
-            _insert_rows(conn, table, rows[table])
+        _write_rows(self.session.connection(), rows)
 
     def delete_run(self, run_id: str) -> None:
         """Everything of the run goes: its children, submission and figures cascade in the database."""
@@ -229,46 +228,43 @@ class Repository:
 
 
 #: Parents before children: the foreign keys are checked row by row.
-_WRITE_ORDER: tuple[Table, ...] = (
-    RunRow.__table__,
-    DeviceRow.__table__,
-    MeasurementRow.__table__,
-    UnavailableRow.__table__,
-    SubmissionRow.__table__,
-    FigureRow.__table__,
-)  # type: ignore[assignment]
+_WRITE_ORDER: tuple[Table, ...] = (*RUN_TABLES, SubmissionRow.__table__, FigureRow.__table__)  # type: ignore[has-type]
+_TABLES = {table.name: table for table in _WRITE_ORDER}
 
 
-#: From this many rows, PostgreSQL gets COPY: its setup costs more than it saves on a few rows.
-COPY_FROM_ROWS = 40
+def _write_rows(conn: Connection, rows: dict[Table, list[dict[str, Any]]]) -> None:
+    """Every table's rows, in `rows`' order (parents first), inside the session's transaction.
 
-
-def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """All rows in one go, inside the session's transaction.
-
-    Many rows on PostgreSQL go by COPY, which psycopg encodes in C: a fifth of the client CPU of an
-    executemany. A clash on a key surfaces as SQLAlchemy's IntegrityError, as an INSERT's would.
+    On PostgreSQL, one INSERT per table with the table's rows as one JSON parameter, which
+    PostgreSQL unpacks into typed rows (json_populate_recordset), and all of them pipelined: one
+    round trip in all. psycopg then passes one string per table instead of adapting every value in
+    Python (an executemany costs a protocol message per row), and the statement text never changes,
+    so PostgreSQL prepares it once. Round trips matter beyond latency: each gives up the GIL, and
+    on a busy server getting it back can take a switch interval (5 ms). A clash on a key surfaces
+    as SQLAlchemy's IntegrityError, as an INSERT's would.
     """
-    if not rows:
+    rows = {table: table_rows for table, table_rows in rows.items() if table_rows}
+    if conn.dialect.name != "postgresql":
+        for table, table_rows in rows.items():
+            conn.exec_driver_sql(_insert_sql(table), [tuple(row[c.name] for c in table.columns) for row in table_rows])
         return
-    columns = [c.name for c in table.columns]
-    if conn.dialect.name != "postgresql" or len(rows) < COPY_FROM_ROWS:
-        mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-        conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
-        return
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    driver = conn.connection.driver_connection
     try:
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+        with driver.cursor() as cursor, driver.pipeline():
+            for table, table_rows in rows.items():
+                cursor.execute(_from_json_sql(table), [json.dumps(table_rows)])
     except psycopg.errors.IntegrityError as err:
-        raise IntegrityError(statement, None, err) from err
+        raise IntegrityError(f"writing {sum(map(len, rows.values()))} rows", None, err) from err
 
 
-def _columns(table: Table, row: object, **override: object) -> dict[str, Any]:
-    """A mapped object's column values, as a Core insert takes them."""
-    return {c.name: override[c.name] if c.name in override else getattr(row, c.key) for c in table.columns}
+def _from_json_sql(table: Table) -> str:
+    columns = ", ".join(c.name for c in table.columns)
+    return f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table.name}, %s)"
+
+
+def _insert_sql(table: Table) -> str:
+    columns = [c.name for c in table.columns]
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))})"
 
 
 def quantile(ordered: list[float], q: float) -> float:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ from bench.api_models import (
 from bench.document import RunDocument
 from bench.server import page
 from bench.server.errors import ApiError
+from bench.server.ingest import GroupWriter
 from bench.server.ratelimit import Limiter, RateLimits
 from bench.server.repository import Repository, RunFilter, export_documents
 from bench.server.service import Boards, KnownTokens, Service, hash_token
@@ -59,12 +61,14 @@ class ServerState:
     tokens: Limiter
     known_tokens: KnownTokens
     boards: Boards
+    writer: GroupWriter
 
     @classmethod
     def build(cls, engine: Engine, secret: bytes, limits: RateLimits) -> ServerState:
+        boards = Boards()
         return cls(
             engine, secret, Limiter(limits.requests), Limiter(limits.submissions), Limiter(limits.tokens),
-            KnownTokens(), Boards(),
+            KnownTokens(), boards, GroupWriter(engine, boards),
         )  # fmt: skip
 
 
@@ -183,6 +187,24 @@ async def bearer_token(credentials: Credentials) -> str:
 TokenDep = Annotated[str, Depends(bearer_token)]
 
 
+async def token_owner(request: Request, token: TokenDep) -> str:
+    """The stored hash of the caller's token. Submissions are async, so a token this process has not
+    seen yet is looked up in a worker thread, never on the event loop."""
+    state = _state(request)
+    token_hash = hash_token(token)
+    if token_hash in state.known_tokens:
+        return token_hash
+
+    def look_up() -> str:
+        with Session(state.engine) as session:
+            return Service(Repository(session), state.known_tokens).authenticate(token)
+
+    return await run_in_threadpool(look_up)
+
+
+OwnerDep = Annotated[str, Depends(token_owner)]
+
+
 # -- the API ---------------------------------------------------------------------------------
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -207,12 +229,11 @@ def issue_token(request: Request, client: ClientDep, service: ServiceDep) -> Tok
     responses={200: {"model": Submitted, "description": "Already stored: the same id, nothing written."}},
     summary="Submit a run document",
 )
-def submit_run(
-    doc: RunDocument, request: Request, response: Response, token: TokenDep, client: ClientDep, service: ServiceDep
-) -> Submitted:
+async def submit_run(doc: RunDocument, request: Request, response: Response, owner: OwnerDep, client: ClientDep) -> Submitted:
     """201 for a new run; 200 with the same id when this run was already submitted."""
-    _limit(_state(request).submissions, hash_token(token), "Authorization", "submissions with this token")
-    result = service.submit(doc, service.authenticate(token), client)
+    state = _state(request)
+    _limit(state.submissions, owner, "Authorization", "submissions with this token")
+    (result,) = await state.writer.store(Service.stage_run(doc, owner, client))
     if not result.created:
         response.status_code = 200
     return result
@@ -225,16 +246,16 @@ def submit_run(
     responses={200: {"model": BatchSubmitted, "description": "Every run was already stored."}},
     summary=f"Submit up to {MAX_BATCH_RUNS} run documents at once",
 )
-def submit_batch(
-    batch: RunBatch, request: Request, response: Response, token: TokenDep, client: ClientDep, service: ServiceDep
+async def submit_batch(
+    batch: RunBatch, request: Request, response: Response, owner: OwnerDep, client: ClientDep
 ) -> BatchSubmitted:
     """One transaction: every run is stored (or found already stored), or none is; results keep the order."""
-    _limit(_state(request).submissions, hash_token(token), "Authorization", "submissions with this token",
-           cost=len(batch.runs))  # fmt: skip
-    result = service.submit_batch(batch, service.authenticate(token), client)
-    if not any(r.created for r in result.results):
+    state = _state(request)
+    _limit(state.submissions, owner, "Authorization", "submissions with this token", cost=len(batch.runs))
+    results = await state.writer.store(Service.stage_batch(batch, owner, client))
+    if not any(r.created for r in results):
         response.status_code = 200
-    return result
+    return BatchSubmitted(results=results)
 
 
 @api.get("/runs", response_model=RunPage, summary="List submitted runs, newest first")

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bench.api_models import (
-    BatchSubmitted,
     HiddenUpdate,
     Leaderboard,
     LeaderboardRow,
@@ -146,27 +145,28 @@ class Service:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def submit(self, doc: RunDocument, owner: str, client_hash: str) -> Submitted:
-        """Store a run once: a resubmission of the same document answers with the stored id."""
-        return self._store([doc], owner, client_hash, [""])[0]
+    @staticmethod
+    def stage_run(doc: RunDocument, owner: str, client_hash: str) -> list[StagedRun]:
+        """A submitted run checked and turned into rows; nothing is written yet."""
+        return [Service._stage(doc, owner, client_hash, "")]
 
-    def submit_batch(self, batch: RunBatch, owner: str, client_hash: str) -> BatchSubmitted:
-        """Several runs in one transaction: all stored (or found already stored), or none."""
-        paths = [f"runs.{i}." for i in range(len(batch.runs))]
+    @staticmethod
+    def stage_batch(batch: RunBatch, owner: str, client_hash: str) -> list[StagedRun]:
+        """Several runs checked and turned into rows, each error naming its place in the batch."""
         seen: dict[str, int] = {}
         for i, doc in enumerate(batch.runs):
             if doc.run.id in seen:
                 raise ApiError(422, f"runs.{i}.run.id", f"run {doc.run.id} appears twice (also runs.{seen[doc.run.id]})")
             seen[doc.run.id] = i
-        return BatchSubmitted(results=self._store(batch.runs, owner, client_hash, paths))
+        return [Service._stage(doc, owner, client_hash, f"runs.{i}.") for i, doc in enumerate(batch.runs)]
 
-    def _store(self, docs: list[RunDocument], owner: str, client_hash: str, paths: list[str]) -> list[Submitted]:
-        """Insert what is new; answer what is already stored with its stored id (or 409 if it differs).
+    def store(self, staged: list[StagedRun]) -> list[Submitted]:
+        """One request's runs in one transaction: new ones inserted, stored ones answered with their id.
 
         The insert goes first: a clash on a run id (a resubmission, or the same run sent by two
         requests at once) rolls it back, and the second pass leaves out what the database now has.
+        A stored run with other content is a 409, and then nothing of the request is written.
         """
-        staged = [self._stage(doc, owner, client_hash, path) for doc, path in zip(docs, paths)]
         ids = [item.doc.run.id for item in staged]
         known: dict[str, SubmissionRow] = {}
         while True:
@@ -181,21 +181,17 @@ class Service:
                 known = self.repo.submissions(ids)
                 if len(known) > before:
                     continue
-                self._refuse_unsubmitted(ids, paths)
+                self._refuse_unsubmitted(staged)
                 raise
             break
-        results = []
-        for item, path in zip(staged, paths):
-            existing = known.get(item.doc.run.id)
-            if existing is None:
-                reason = item.submission["flagged_reason"]
-                results.append(Submitted(id=item.doc.run.id, created=True, flagged_reason=reason))
-            else:
-                results.append(self._resubmitted(existing, item.submission["content_hash"], path))
-        return results
+        return [
+            item.created() if item.doc.run.id not in known else self._resubmitted(known[item.doc.run.id], item)
+            for item in staged
+        ]
 
     @staticmethod
     def _stage(doc: RunDocument, owner: str, client_hash: str, path: str) -> StagedRun:
+        """`path` locates the document in the request body, for the errors' field names."""
         try:
             check_document(doc)
         except ApiError as exc:
@@ -211,20 +207,20 @@ class Service:
             "hidden": 0,
             "flagged_reason": flagged,
         }
-        return StagedRun(doc, submission, figures_of(doc, counted=flagged is None))
+        return StagedRun(doc, path, submission, figures_of(doc, counted=flagged is None))
 
-    def _refuse_unsubmitted(self, ids: list[str], paths: list[str]) -> None:
+    def _refuse_unsubmitted(self, staged: list[StagedRun]) -> None:
         """A run id taken by a run that was imported here rather than submitted."""
-        stored = set(self.repo.stored_runs(ids))
-        for run_id, path in zip(ids, paths):
-            if run_id in stored:
-                raise ApiError(409, f"{path}run.id", f"run {run_id} is stored here but was never submitted")
+        stored = set(self.repo.stored_runs([item.doc.run.id for item in staged]))
+        for item in staged:
+            if item.doc.run.id in stored:
+                raise ApiError(409, f"{item.path}run.id", f"run {item.doc.run.id} is stored here but was never submitted")
 
     @staticmethod
-    def _resubmitted(existing: SubmissionRow, content_hash: str, path: str = "") -> Submitted:
-        if existing.content_hash != content_hash:
+    def _resubmitted(existing: SubmissionRow, item: StagedRun) -> Submitted:
+        if existing.content_hash != item.submission["content_hash"]:
             raise ApiError(
-                409, f"{path}run.id", f"a different run document with id {existing.run_id} is already stored"
+                409, f"{item.path}run.id", f"a different run document with id {existing.run_id} is already stored"
             )
         return Submitted(id=existing.run_id, created=False, flagged_reason=existing.flagged_reason)
 
