@@ -128,3 +128,26 @@ CREATE TABLE figures (
 
 -- Covers the leaderboard: its groups are read in order from this index alone, never from the table.
 CREATE INDEX figures_board ON figures (metric, dtype, variant, device_model, counted, value, efficiency);
+
+-- The leaderboard, one row per group of figures (metric, dtype, variant, device model), kept as runs
+-- arrive: a write bumps `version` of every group it touches, in its own transaction; a read first
+-- recomputes the groups whose stats are older than their version. A read so costs the groups that
+-- changed since the last one, never a scan of every figure stored.
+CREATE TABLE board_groups (
+    metric TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    device_model TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    -- the version the stats below include; they are recomputed before a read while it is lower
+    computed_version BIGINT NOT NULL,
+    -- counted figures in the group (0: none, and the group is not shown)
+    figure_count INTEGER NOT NULL,
+    p10 DOUBLE PRECISION,
+    median DOUBLE PRECISION,
+    p90 DOUBLE PRECISION,
+    -- median value per watt, over the figures that have one
+    per_watt DOUBLE PRECISION,
+    per_watt_count INTEGER NOT NULL,
+    PRIMARY KEY (metric, dtype, variant, device_model)
+);

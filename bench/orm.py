@@ -148,3 +148,20 @@ class FigureRow(Base):
     __table_args__ = (
         Index("figures_board", "metric", "dtype", "variant", "device_model", "counted", "value", "efficiency"),
     )
+
+
+class BoardGroupRow(Base):
+    __tablename__ = "board_groups"
+
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    dtype: Mapped[str] = mapped_column(Text, primary_key=True)
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    device_model: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    computed_version: Mapped[int] = mapped_column(BigInteger)
+    figure_count: Mapped[int] = mapped_column(Integer)
+    p10: Mapped[float | None] = mapped_column(Double)
+    median: Mapped[float | None] = mapped_column(Double)
+    p90: Mapped[float | None] = mapped_column(Double)
+    per_watt: Mapped[float | None] = mapped_column(Double)
+    per_watt_count: Mapped[int] = mapped_column(Integer)

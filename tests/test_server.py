@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -203,6 +203,34 @@ def test_the_leaderboard_gives_percentiles_per_watt_and_per_dollar(served) -> No
     assert standing["count"] == 5 and standing["percentile"] == pytest.approx(50.0)
     unknown = httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "tflops"})
     assert _error(unknown, 422)["field"] == "metric"
+
+
+def test_a_board_read_recomputes_only_the_groups_written_since_the_last_one(served) -> None:
+    base, url = served
+    token = new_token(base)
+    engine = create_engine(url)
+
+    def board() -> dict[str, tuple[int, float]]:
+        rows = httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).json()["rows"]
+        return {r["device_model"]: (r["count"], r["median"]) for r in rows}
+
+    def stale() -> list[str]:
+        query = text(
+            "SELECT device_model FROM board_groups WHERE metric = 'matmul_flops' AND dtype = 'bf16' "
+            "AND version > computed_version"
+        )
+        with engine.connect() as conn:
+            return sorted(conn.scalars(query))
+
+    _post_run(base, token, make_doc(bf16=150e12))
+    _post_run(base, token, make_doc(gpu="NVIDIA RTX 6000 Ada Generation", bf16=250e12))
+    assert stale() == ["GeForce RTX 4090", "NVIDIA RTX 6000 Ada Generation"]
+    assert board() == {"GeForce RTX 4090": (1, 150e12), "NVIDIA RTX 6000 Ada Generation": (1, 250e12)}
+    assert stale() == []
+    _post_run(base, token, make_doc(bf16=160e12))
+    assert stale() == ["GeForce RTX 4090"]
+    assert board() == {"GeForce RTX 4090": (2, 155e12), "NVIDIA RTX 6000 Ada Generation": (1, 250e12)}
+    engine.dispose()
 
 
 def test_only_the_owner_hides_or_deletes_and_hidden_runs_leave_every_listing(served) -> None:

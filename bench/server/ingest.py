@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from bench.api_models import Submitted
 from bench.server.repository import Repository, StagedRun
-from bench.server.service import Boards, Service
+from bench.server.service import Service
 
 #: Runs written in one transaction at most; a larger backlog is written in several.
 MAX_GROUP_RUNS = 200
@@ -53,10 +53,9 @@ def _settle(future: asyncio.Future[list[Submitted]], outcome: list[Submitted] | 
 class GroupWriter:
     """The one thread that writes submitted runs. `await store(staged)` returns what `Service.store` would."""
 
-    def __init__(self, engine: Engine, boards: Boards, session: Callable[[Engine], Session] = Session) -> None:
+    def __init__(self, engine: Engine, session: Callable[[Engine], Session] = Session) -> None:
         """`session`: how the writer opens a session; tests give one that fails on purpose."""
         self.engine = engine
-        self.boards = boards
         self.session = session
         self._queue: queue.SimpleQueue[PendingRequest | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -103,7 +102,7 @@ class GroupWriter:
 
     def write_group(self, group: list[PendingRequest]) -> None:
         with self.session(self.engine) as session:
-            service = Service(Repository(session), boards=self.boards)
+            service = Service(Repository(session))
             if len(group) > 1 and self._write_together(service, group):
                 return
             for request in group:
@@ -127,7 +126,6 @@ class GroupWriter:
             for request in group:
                 request.answer(exc)
             return True
-        service.boards.changed()
         for request in group:
             request.answer([item.created() for item in request.staged])
         return True

@@ -1,30 +1,31 @@
 """The server's SQL, and nothing else: one class over one SQLAlchemy session.
 
 Run documents go in and come out through bench.store's mapping, so the server stores exactly what
-`flopwatt import` would. The percentiles run in PostgreSQL (percentile_cont) where it serves; on
-SQLite, which has no such aggregate, the same linear interpolation runs here over sorted values.
+`flopwatt import` would. The leaderboard is kept per group in board_groups (see schema.sql): writes
+mark the groups they touch, reads recompute those first. The percentiles run in PostgreSQL
+(percentile_cont) where it serves; on SQLite, which has no such aggregate, the same linear
+interpolation runs here over sorted values.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, inspect, select, update
+from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bench.api_models import Submitted
 from bench.document import RunDocument
-from bench.orm import FigureRow, RunRow, SubmissionRow, TokenRow
+from bench.orm import BoardGroupRow, FigureRow, RunRow, SubmissionRow, TokenRow
 from bench.store import RUN_TABLES, document_rows, run_document_from_row, with_children
 
 #: Tables the server needs on top of a flopwatt database.
-SERVER_TABLES = ("tokens", "submissions", "figures")
+SERVER_TABLES = ("tokens", "submissions", "figures", "board_groups")
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,23 @@ class Repository:
                 rows[_TABLES[name]] += table_rows
             rows[SubmissionRow.__table__].append(item.submission)
             rows[FigureRow.__table__] += item.figures
-        _write_rows(self.session.connection(), rows)
+        _write_rows(self.session.connection(), rows, _groups_of(rows[FigureRow.__table__]))
 
     def delete_run(self, run_id: str) -> None:
         """Everything of the run goes: its children, submission and figures cascade in the database."""
+        self._touch_groups_of(run_id)
         self.session.execute(delete(RunRow).where(RunRow.id == run_id))
 
     def set_hidden(self, submission: SubmissionRow, hidden: bool) -> None:
         submission.hidden = int(hidden)
         counted = int(not hidden and submission.flagged_reason is None)
         self.session.execute(update(FigureRow).where(FigureRow.run_id == submission.run_id).values(counted=counted))
+        self._touch_groups_of(submission.run_id)
+
+    def _touch_groups_of(self, run_id: str) -> None:
+        """The run's leaderboard groups must be recomputed: its figures are changing."""
+        figures = self.session.execute(select(*_GROUP_KEY).where(FigureRow.run_id == run_id)).mappings().all()
+        _write_rows(self.session.connection(), {}, _groups_of(figures))
 
     # -- reading runs ------------------------------------------------------------------------
 
@@ -161,57 +169,60 @@ class Repository:
     # -- aggregates --------------------------------------------------------------------------
 
     def leaderboard(self, metric: str, dtype: str, variant: str | None) -> list[BoardStats]:
-        terms = [FigureRow.metric == metric, FigureRow.dtype == dtype, FigureRow.counted == 1]
+        """The groups of one metric and dtype (and variant, if given), after recomputing stale ones."""
+        self._refresh_groups(metric, dtype)
+        query = select(
+            BoardGroupRow.device_model, BoardGroupRow.variant, BoardGroupRow.figure_count, BoardGroupRow.p10,
+            BoardGroupRow.median, BoardGroupRow.p90, BoardGroupRow.per_watt, BoardGroupRow.per_watt_count,
+        ).where(BoardGroupRow.metric == metric, BoardGroupRow.dtype == dtype, BoardGroupRow.figure_count > 0)  # fmt: skip
         if variant is not None:
-            terms.append(FigureRow.variant == variant)
-        if self.session.get_bind().dialect.name == "postgresql":
-            return self._leaderboard_in_sql(terms)
-        return self._leaderboard_here(terms)
-
-    def _leaderboard_in_sql(self, terms: list) -> list[BoardStats]:
-        def pct(q: float, column):  # type: ignore[no-untyped-def]
-            return func.percentile_cont(q).within_group(column)
-
-        query = (
-            select(
-                FigureRow.device_model,
-                FigureRow.variant,
-                func.count(),
-                pct(0.1, FigureRow.value),
-                pct(0.5, FigureRow.value),
-                pct(0.9, FigureRow.value),
-                pct(0.5, FigureRow.efficiency),
-                func.count(FigureRow.efficiency),
-            )
-            .where(*terms)
-            .group_by(FigureRow.variant, FigureRow.device_model)  # the index's order: no sort
-        )
+            query = query.where(BoardGroupRow.variant == variant)
         return [BoardStats(*row) for row in self.session.execute(query)]
 
-    def _leaderboard_here(self, terms: list) -> list[BoardStats]:
-        query = (
-            select(FigureRow.device_model, FigureRow.variant, FigureRow.value, FigureRow.efficiency)
-            .where(*terms)
-            .order_by(FigureRow.variant, FigureRow.device_model, FigureRow.value)
-        )
-        stats = []
-        for (model, variant), group in itertools.groupby(self.session.execute(query), key=lambda r: (r[0], r[1])):
-            rows = list(group)
-            values = [r[2] for r in rows]
-            efficiencies = sorted(r[3] for r in rows if r[3] is not None)
-            stats.append(
-                BoardStats(
-                    device_model=model,
-                    variant=variant,
-                    count=len(values),
-                    p10=quantile(values, 0.1),
-                    median=quantile(values, 0.5),
-                    p90=quantile(values, 0.9),
-                    per_watt=quantile(efficiencies, 0.5) if efficiencies else None,
-                    per_watt_count=len(efficiencies),
-                )
+    def _refresh_groups(self, metric: str, dtype: str) -> None:
+        """Recompute, from the figures, the groups written since their stats were computed.
+
+        Versions are read before the figures, so stats stamped with a version include at least every
+        write up to it; a write meanwhile leaves its group stale for the next read. Each group is
+        committed alone, so a writer bumping it waits for one short update, never for the whole read.
+        """
+        stale = self.session.execute(
+            select(BoardGroupRow.variant, BoardGroupRow.device_model, BoardGroupRow.version)
+            .where(BoardGroupRow.metric == metric, BoardGroupRow.dtype == dtype,
+                   BoardGroupRow.version > BoardGroupRow.computed_version)  # fmt: skip
+            .order_by(BoardGroupRow.variant, BoardGroupRow.device_model)
+        ).all()
+        for variant, model, version in stale:
+            key = {"metric": metric, "dtype": dtype, "variant": variant, "device_model": model}
+            stats = self._group_stats(key)
+            self.session.execute(_STORE_STATS, {**key, **stats, "version": version})
+            self.session.commit()
+
+    def _group_stats(self, key: dict[str, str]) -> dict[str, Any]:
+        """One group's counted figures: count, p10, median, p90, median per watt.
+
+        One group per query, every key column compared for equality: an index-only range scan of
+        figures_board. (Several groups in one `IN` list made PostgreSQL read the table instead.)
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            return dict(zip(_STATS_COLUMNS, self.session.execute(_GROUP_STATS, key).one()))
+        # SQLite has no percentile_cont: the same linear interpolation, over values read in order.
+        rows = self.session.execute(_GROUP_VALUES, key).all()
+        values = [value for value, _ in rows]
+        efficiencies = sorted(efficiency for _, efficiency in rows if efficiency is not None)
+        return dict(
+            zip(
+                _STATS_COLUMNS,
+                (
+                    len(values),
+                    quantile(values, 0.1) if values else None,
+                    quantile(values, 0.5) if values else None,
+                    quantile(values, 0.9) if values else None,
+                    quantile(efficiencies, 0.5) if efficiencies else None,
+                    len(efficiencies),
+                ),
             )
-        return stats
+        )
 
     def standing(self, metric: str, dtype: str, variant: str, device_model: str, value: float) -> tuple[int, float]:
         """(how many counted figures share this key, how many lie below `value`, ties counting half)."""
@@ -232,8 +243,42 @@ _WRITE_ORDER: tuple[Table, ...] = (*RUN_TABLES, SubmissionRow.__table__, FigureR
 _TABLES = {table.name: table for table in _WRITE_ORDER}
 
 
-def _write_rows(conn: Connection, rows: dict[Table, list[dict[str, Any]]]) -> None:
-    """Every table's rows, in `rows`' order (parents first), inside the session's transaction.
+#: What _group_stats computes, as board_groups names it.
+_STATS_COLUMNS = ("figure_count", "p10", "median", "p90", "per_watt", "per_watt_count")
+
+# The group refresh's statements, built once: a read may refresh dozens of groups, and building a
+# SQLAlchemy statement costs more Python than running it.
+_IN_GROUP = (
+    "metric = :metric AND dtype = :dtype AND variant = :variant AND device_model = :device_model AND counted = 1"
+)
+_GROUP_STATS = text(
+    "SELECT count(*), percentile_cont(0.1) WITHIN GROUP (ORDER BY value), "
+    "percentile_cont(0.5) WITHIN GROUP (ORDER BY value), percentile_cont(0.9) WITHIN GROUP (ORDER BY value), "
+    f"percentile_cont(0.5) WITHIN GROUP (ORDER BY efficiency), count(efficiency) FROM figures WHERE {_IN_GROUP}"
+)
+_GROUP_VALUES = text(f"SELECT value, efficiency FROM figures WHERE {_IN_GROUP} ORDER BY value")
+#: Stats stamped with the version they include; a concurrent read that got further is not undone.
+_STORE_STATS = text(
+    "UPDATE board_groups SET computed_version = :version, figure_count = :figure_count, p10 = :p10, "
+    "median = :median, p90 = :p90, per_watt = :per_watt, per_watt_count = :per_watt_count "
+    "WHERE metric = :metric AND dtype = :dtype AND variant = :variant AND device_model = :device_model "
+    "AND computed_version < :version"
+)
+
+#: A leaderboard group: the figures columns that key board_groups.
+_GROUP_KEY = (FigureRow.metric, FigureRow.dtype, FigureRow.variant, FigureRow.device_model)
+_GROUP_COLUMNS = tuple(column.key for column in _GROUP_KEY)
+
+
+def _groups_of(figures: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The distinct groups of these figures, in key order (the order every writer locks them in)."""
+    keys = sorted({tuple(f[c] for c in _GROUP_COLUMNS) for f in figures})
+    return [dict(zip(_GROUP_COLUMNS, key)) for key in keys]
+
+
+def _write_rows(conn: Connection, rows: dict[Table, list[dict[str, Any]]], groups: list[dict[str, str]]) -> None:
+    """Every table's rows, in `rows`' order (parents first), and a version bump of each group in `groups`,
+    inside the session's transaction.
 
     On PostgreSQL, one INSERT per table with the table's rows as one JSON parameter, which
     PostgreSQL unpacks into typed rows (json_populate_recordset), and all of them pipelined: one
@@ -247,14 +292,30 @@ def _write_rows(conn: Connection, rows: dict[Table, list[dict[str, Any]]]) -> No
     if conn.dialect.name != "postgresql":
         for table, table_rows in rows.items():
             conn.exec_driver_sql(_insert_sql(table), [tuple(row[c.name] for c in table.columns) for row in table_rows])
+        if groups:
+            conn.exec_driver_sql(_BUMP_SQL.format(source=_BUMP_VALUES), [tuple(g.values()) for g in groups])
         return
     driver = conn.connection.driver_connection
     try:
         with driver.cursor() as cursor, driver.pipeline():
             for table, table_rows in rows.items():
                 cursor.execute(_from_json_sql(table), [json.dumps(table_rows)])
+            if groups:
+                cursor.execute(_BUMP_SQL.format(source=_BUMP_FROM_JSON), [json.dumps(groups)])
     except psycopg.errors.IntegrityError as err:
         raise IntegrityError(f"writing {sum(map(len, rows.values()))} rows", None, err) from err
+
+
+#: A new group starts stale (version 1, nothing computed); a known one gets its version raised.
+_BUMP_SQL = (
+    "INSERT INTO board_groups (metric, dtype, variant, device_model, version, computed_version, figure_count, "
+    "per_watt_count) {source} ON CONFLICT (metric, dtype, variant, device_model) "
+    "DO UPDATE SET version = board_groups.version + 1"
+)
+_BUMP_VALUES = "VALUES (?, ?, ?, ?, 1, 0, 0, 0)"
+_BUMP_FROM_JSON = (
+    "SELECT metric, dtype, variant, device_model, 1, 0, 0, 0 FROM json_populate_recordset(NULL::board_groups, %s)"
+)
 
 
 def _from_json_sql(table: Table) -> str:

@@ -44,7 +44,7 @@ from bench.server.errors import ApiError
 from bench.server.ingest import GroupWriter
 from bench.server.ratelimit import Limiter, RateLimits
 from bench.server.repository import Repository, RunFilter, export_documents
-from bench.server.service import Boards, KnownTokens, Service, hash_token
+from bench.server.service import KnownTokens, Service, hash_token
 from bench.server.validation import device_model
 
 RUN_ID = Path(pattern=r"^[0-9a-f]{8,64}$", description="The run's id, as `flopwatt runs` shows it.")
@@ -60,15 +60,13 @@ class ServerState:
     submissions: Limiter
     tokens: Limiter
     known_tokens: KnownTokens
-    boards: Boards
     writer: GroupWriter
 
     @classmethod
     def build(cls, engine: Engine, secret: bytes, limits: RateLimits) -> ServerState:
-        boards = Boards()
         return cls(
             engine, secret, Limiter(limits.requests), Limiter(limits.submissions), Limiter(limits.tokens),
-            KnownTokens(), boards, GroupWriter(engine, boards),
+            KnownTokens(), GroupWriter(engine),
         )  # fmt: skip
 
 
@@ -149,7 +147,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 async def get_service(request: Request, session: Annotated[Session, Depends(get_session)]) -> Service:
     state = _state(request)
-    return Service(Repository(session), state.known_tokens, state.boards)
+    return Service(Repository(session), state.known_tokens)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

@@ -9,9 +9,7 @@ import hashlib
 import math
 import secrets
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -76,54 +74,11 @@ class KnownTokens:
                 self._hashes.popitem(last=False)
 
 
-BoardKey = tuple[str, str, str | None]
-
-
-class Boards:
-    """Computed leaderboards, reused until this process next writes a figure.
-
-    Computing one reads every counted figure of its metric and dtype (about 100 ms over 100,000
-    runs on two busy cores); most page views follow no write. A process cannot see another's
-    writes, so an answer is also recomputed once it is `max_age_s` old.
-    """
-
-    def __init__(self, max_age_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_age_s = max_age_s
-        self._clock = clock
-        self._version = 0
-        self._boards: dict[BoardKey, tuple[int, float, Leaderboard]] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    def changed(self) -> None:
-        with self._lock:
-            self._version += 1
-
-    def get(self, key: BoardKey) -> Leaderboard | None:
-        with self._lock:
-            found = self._boards.get(key)
-        if found is None:
-            return None
-        version, at, board = found
-        if version != self._version or self._clock() - at > self.max_age_s:
-            return None
-        return board
-
-    def put(self, key: BoardKey, board: Leaderboard, version: int) -> None:
-        """`version`: the one read before computing, so that a write meanwhile makes it stale at once."""
-        with self._lock:
-            self._boards[key] = (version, self._clock(), board)
-
-
 class Service:
-    def __init__(self, repo: Repository, known_tokens: KnownTokens | None = None, boards: Boards | None = None) -> None:
+    def __init__(self, repo: Repository, known_tokens: KnownTokens | None = None) -> None:
         self.repo = repo
         self.session = repo.session
         self.known_tokens = known_tokens if known_tokens is not None else KnownTokens()
-        self.boards = boards if boards is not None else Boards()
 
     # -- submitters ------------------------------------------------------------------------
 
@@ -174,7 +129,6 @@ class Service:
             try:
                 self.repo.add_runs(new)
                 self.session.commit()
-                self.boards.changed()
             except IntegrityError:
                 self.session.rollback()
                 before = len(known)
@@ -236,13 +190,11 @@ class Service:
         self._owned(run_id, owner)
         self.repo.delete_run(run_id)
         self.session.commit()
-        self.boards.changed()
 
     def set_hidden(self, run_id: str, owner: str, update: HiddenUpdate) -> RunState:
         submission = self._owned(run_id, owner)
         self.repo.set_hidden(submission, update.hidden)
         self.session.commit()
-        self.boards.changed()
         return RunState(id=run_id, hidden=update.hidden, flagged_reason=submission.flagged_reason)
 
     # -- reading ---------------------------------------------------------------------------
@@ -290,15 +242,7 @@ class Service:
 
     def leaderboard(self, metric: str, dtype: str | None, variant: str | None) -> Leaderboard:
         unit = _known_metric(metric)
-        key = (metric, leaderboard_dtype(dtype), variant)
-        board = self.boards.get(key)
-        if board is None:
-            version = self.boards.version
-            board = self._compute_leaderboard(metric, unit, key[1], variant)
-            self.boards.put(key, board, version)
-        return board
-
-    def _compute_leaderboard(self, metric: str, unit: str, key_dtype: str, variant: str | None) -> Leaderboard:
+        key_dtype = leaderboard_dtype(dtype)
         rows = []
         for stats in self.repo.leaderboard(metric, key_dtype, variant):
             card = find_card(stats.device_model)
