@@ -123,17 +123,23 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 
 def start_server_process(db_url: str, port: int) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, db_url, str(port)], cwd=PROJECT_ROOT)
-    deadline = time.monotonic() + 30
+    wait_until_answering(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def wait_until_answering(base: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Until the server process at `base` answers HTTP; it is killed if it never does."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
-            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-            return process
+            httpx.get(f"{base}/openapi.json", timeout=1)
+            return
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError("the server did not answer within 30 s")
+    raise RuntimeError(f"the server did not answer within {timeout_s} s")
 
 
 def new_token(base: str) -> str:

@@ -1,16 +1,22 @@
-"""Twenty submitters at once, and the server killed and started again while they send: nothing is
-lost and nothing is stored twice (PostgreSQL, the engine a shared server runs on)."""
+"""Twenty submitters at once, and the server killed and started again while they send; several
+server processes at once: nothing is lost and nothing is stored twice (PostgreSQL, the engine a
+shared server runs on)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
+import psutil
 from sqlalchemy import create_engine, text
 
 from bench.client import SubmitClient
-from server_support import count, free_port, make_doc, start_server_process
+from bench.store import PROJECT_ROOT
+from server_support import count, free_port, make_doc, start_server_process, wait_until_answering
 
 SUBMITTERS = 20
 RUNS_EACH = 8
@@ -66,3 +72,36 @@ def test_twenty_submitters_and_a_restart_lose_and_duplicate_nothing(postgres_url
     assert sorted(stored) == sorted(expected)  # every run, once
     assert count(postgres_url, "submissions") == len(expected) and owners == SUBMITTERS
     assert count(postgres_url, "figures") == count(postgres_url, "measurements") == len(expected) * len(docs[0][0].measurements)
+
+
+def test_serve_with_two_workers_shares_one_database_and_one_leaderboard(postgres_url: str, tmp_path: Path) -> None:
+    """`flopwatt serve --workers 2`: runs sent concurrently through both processes are stored once, and
+    resent ones are recognised, whichever process answers; the leaderboard counts every run."""
+    port = free_port()
+    command = [sys.executable, "-c", "from bench.cli import main; main()", "serve", "--db", postgres_url,
+               "--port", str(port), "--workers", "2"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(base, server)
+        assert len(psutil.Process(server.pid).children(recursive=True)) >= 2
+        docs = [[make_doc(bf16=100e12 + i * 1e12) for i in range(8)] for _ in range(4)]
+        statuses: list[list[int]] = [[] for _ in docs]
+
+        def submitter(index: int) -> None:
+            with SubmitClient(base, config=tmp_path / f"user{index}") as client:
+                for doc in docs[index] * 2:  # each run twice: the second answer is "existing"
+                    statuses[index].append(client.submit(doc).status)
+
+        threads = [threading.Thread(target=submitter, args=(i,)) for i in range(len(docs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(s == ["created"] * 8 + ["existing"] * 8 for s in statuses), statuses
+        board = httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).json()
+        assert [r["count"] for r in board["rows"]] == [32]
+        assert count(postgres_url, "runs") == count(postgres_url, "submissions") == 32
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Annotated, Optional
 
 import typer
 import uvicorn
 
-from bench.server import create_app
+from bench.server.app import DB_ENV, SECRET_ENV, create_app, open_server_database
 
 
 def serve(
@@ -19,16 +21,32 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes (about one per core). Each keeps its own rate-limit buckets, so a client "
+            "may get up to this many times the per-client rates.",
+        ),
+    ] = 1,
     secret: Annotated[
         Optional[str],
         typer.Option(
-            envvar="FLOPWATT_SERVER_SECRET",
+            envvar=SECRET_ENV,
             show_default=False,
             help="Key for hashing client addresses; keep it across restarts to link a client's submissions.",
         ),
     ] = None,
 ) -> None:
     """Run the shared results server: API at /api/v1, its docs at /docs, the leaderboard at /."""
-    app = create_app(db, secret=secret.encode() if secret else None)
-    # One worker: rate limits are counted in this process.
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(db, secret=secret.encode() if secret else None), host=host, port=port, log_level="info")
+        return
+    # uvicorn starts each worker from an import string; the database is created here, once, first.
+    open_server_database(db).engine.dispose()
+    os.environ[DB_ENV] = db
+    os.environ[SECRET_ENV] = secret or secrets.token_urlsafe(32)  # one key, so every worker hashes a client alike
+    uvicorn.run(
+        "bench.server.app:app_from_environment", factory=True, workers=workers, host=host, port=port, log_level="info"
+    )

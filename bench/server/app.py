@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,13 +34,7 @@ def create_app(db_url: str, *, limits: RateLimits | None = None, secret: bytes |
     `secret` keys the hash of client addresses; without one, a random key links a client's
     submissions only for the life of this process.
     """
-    store = Store(db_url)
-    missing = missing_server_tables(store.engine)
-    if missing:
-        raise StoreError(
-            f"{store.url} lacks the server tables {', '.join(missing)}: it was created by an older flopwatt; "
-            "serve a new database"
-        )
+    store = open_server_database(db_url)
     try:
         tool_version = version("flopwatt")
     except PackageNotFoundError:
@@ -63,6 +58,28 @@ def create_app(db_url: str, *, limits: RateLimits | None = None, secret: bytes |
     for kind in (FlopwattError, RequestValidationError, HTTPException, OperationalError):
         app.add_exception_handler(kind, error_response)
     return app
+
+
+def open_server_database(db_url: str) -> Store:
+    """The database at `db_url`, created with schema.sql if empty; one from an older flopwatt is refused."""
+    store = Store(db_url)
+    missing = missing_server_tables(store.engine)
+    if missing:
+        raise StoreError(
+            f"{store.url} lacks the server tables {', '.join(missing)}: it was created by an older flopwatt; "
+            "serve a new database"
+        )
+    return store
+
+
+#: How `flopwatt serve --workers N` hands its settings to the worker processes uvicorn starts.
+DB_ENV = "FLOPWATT_SERVE_DB"
+SECRET_ENV = "FLOPWATT_SERVER_SECRET"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process: the database and client-hash key the parent put in the environment."""
+    return create_app(os.environ[DB_ENV], secret=os.environ[SECRET_ENV].encode())
 
 
 def _engine(store: Store) -> Engine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import io
@@ -157,8 +158,13 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 async def client_hash(request: Request) -> str:
     """A keyed hash of the client address: links one client's requests without storing where it is."""
-    host = request.client.host if request.client else "unknown"
-    return hmac.new(_state(request).secret, host.encode(), hashlib.sha256).hexdigest()[:32]
+    return _keyed_hash(_state(request).secret, request.client.host if request.client else "unknown")
+
+
+@functools.lru_cache(maxsize=65536)
+def _keyed_hash(secret: bytes, host: str) -> str:
+    """Remembered: the same addresses send request after request, and an HMAC costs more than the lookup."""
+    return hmac.new(secret, host.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 ClientDep = Annotated[str, Depends(client_hash)]
