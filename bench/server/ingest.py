@@ -98,7 +98,11 @@ class GroupWriter:
                     break
                 group.append(waiting)
                 runs += len(waiting.staged)
-            self.write_group(group)
+            try:
+                self.write_group(group)
+            except Exception as exc:  # noqa: BLE001  (even a failing rollback must not leave a request waiting)
+                for request in group:
+                    request.answer(exc)  # ignored by requests already answered
 
     def write_group(self, group: list[PendingRequest]) -> None:
         with self.session(self.engine) as session:
