@@ -5,7 +5,7 @@
 - copy and triad: against likwid-bench copy and stream (the STREAM triad) with the same threads
   and array size (target within +-5%);
 - repeatability: the headline figures of 5 consecutive `flopwatt probe --quick` runs (target
-  max/min - 1 under 3%).
+  max/min - 1 under 3%), beside the spread of numpy and likwid-bench measured after each run.
 """
 
 from __future__ import annotations
@@ -154,9 +154,15 @@ def memory_accuracy(threads: int, rounds: int = 5) -> list[dict]:
     return rows
 
 
-def repeatability(runs: int = 5) -> dict:
-    """Headline figures of consecutive `flopwatt probe --quick` runs, as a user would run them."""
+def repeatability(threads: int, runs: int = 5) -> dict:
+    """Headline figures of consecutive `flopwatt probe --quick` runs, as a user would run them.
+
+    After each run its peers measure the same thing once (numpy over the run's matmul shapes,
+    likwid-bench copy and stream at its array size), so the probe's spread can be read against
+    the spread the machine itself shows in the same minutes.
+    """
     figures: dict[str, list[float]] = {}
+    peers: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             env = {**os.environ, "FLOPWATT_DB": f"sqlite:///{Path(tmp) / 'repeat.db'}"}
@@ -165,13 +171,24 @@ def repeatability(runs: int = 5) -> dict:
             )
             doc = RunDocument.model_validate_json(out.stdout)
             for m in doc.measurements:
-                if m.device == "cpu" and (m.metric != "matmul_flops" or m.dtype == "fp32"):
-                    figures.setdefault(" ".join(x for x in (m.metric, m.dtype, m.variant) if x), []).append(m.value)
+                if m.device != "cpu" or (m.metric == "matmul_flops" and m.dtype != "fp32"):
+                    continue
+                name = " ".join(x for x in (m.metric, m.dtype, m.variant) if x)
+                figures.setdefault(name, []).append(m.value)
+                if m.metric == "matmul_flops" and m.variant == "burst":
+                    shapes = [[r["m"], r["n"], r["k"]] for r in m.params["sweep"]]
+                    peers.setdefault(name, []).append(numpy_matmul(shapes, "float32", threads, 5)["flops"])
+                elif m.metric in ("mem_copy_bandwidth", "mem_triad_bandwidth"):
+                    test, arrays = ("copy", 2) if m.metric == "mem_copy_bandwidth" else ("stream", 3)
+                    peers.setdefault(name, []).append(likwid(test, arrays * m.params["bytes_per_array"], threads) or 0.0)
     spread = {name: max(v) / min(v) - 1 for name, v in figures.items()}
+    peer_spread = {name: max(v) / min(v) - 1 for name, v in peers.items() if min(v) > 0}
     return {
         "runs": runs,
         "figures": figures,
         "spread": spread,
+        "peers": {"matmul": "numpy matmul over the run's shapes", "memory": "likwid-bench copy / stream", "runs": peers},
+        "peer_spread": peer_spread,
         "target": "< 0.03",
         "pass": all(s < 0.03 for s in spread.values()),
     }
@@ -182,5 +199,5 @@ def run() -> dict:
     return {
         "matmul": matmul_accuracy(threads),
         "memory": memory_accuracy(threads),
-        "repeatability": repeatability(),
+        "repeatability": repeatability(threads),
     }
