@@ -842,13 +842,14 @@ def _value(m: Mapping[str, Any]) -> float:
     return float(v)
 
 
-def node_from_run(doc: Mapping[str, Any]) -> Node:
+def node_from_run(doc: Mapping[str, Any], *, watts: float | None = None) -> Node:
     """A node from a run document (`flopwatt show RUN --json`): its measured figures, labelled.
 
     FLOP/s: the best matmul_flops on the best device (a GPU if there is one), "sustained" before
     "burst", the fastest of bf16/fp16/tf32/fp32. Training share: from train_tokens_per_s (6·N per
-    token) or train_mfu where measured, else an assumed share of matmul. Watts: the matmul window's
-    average, else the datasheet board power of a known card. Link: net_upload/net_download/net_rtt.
+    token) or train_mfu where measured, else an assumed share of matmul. Watts: `watts` if given
+    (a wall-meter reading, say), else the matmul window's average, else the datasheet board power of
+    a known card. Link: net_upload/net_download/net_rtt.
     """
     run = doc.get("run") or {}
     run_id = str(run.get("id") or "?")
@@ -885,23 +886,25 @@ def node_from_run(doc: Mapping[str, Any]) -> Node:
     util = _utilisation(measurements, device_id, flops.value, card, label)
 
     energy = chosen.get("energy") or {}
-    if energy.get("watts_avg"):
-        watts = Figure(float(energy["watts_avg"]), f"{label}: average power during matmul ({energy.get('method')})")
+    if watts is not None:
+        power = Figure(_check(watts, "node watts", 0, 100_000), "option --node-watts")
+    elif energy.get("watts_avg"):
+        power = Figure(float(energy["watts_avg"]), f"{label}: average power during matmul ({energy.get('method')})")
     elif card is not None:
-        watts = Figure(card.board_power_w, f"datasheet board power (run has no power figure): {card.source('power')}")
+        power = Figure(card.board_power_w, f"datasheet board power (run has no power figure): {card.source('power')}")
     else:
         raise FlopwattError(f"run {run_id[:8]} has no power figure for {name!r} (energy.watts_avg of matmul_flops) "
-                            "and it is not a known card")
+                            "and it is not a known card: give the node's power with --node-watts W")
     idle = next((m for m in measurements if m.get("metric") == "idle_power" and m.get("device") == device_id), None)
     idle_w = Figure(_value(idle), f"{label}: idle_power") if idle else \
-        Figure(watts.value * DEFAULT_IDLE_SHARE, f"assumed: {DEFAULT_IDLE_SHARE:.0%} of active power while waiting")
+        Figure(power.value * DEFAULT_IDLE_SHARE, f"assumed: {DEFAULT_IDLE_SHARE:.0%} of active power while waiting")
 
     def best_net(metric: str, pick: Any) -> Figure | None:
         ms = [m for m in measurements if m.get("metric") == metric]
         return Figure(pick(_value(m) for m in ms), f"{label}: {metric}") if ms else None
 
     return Node(
-        name=name, dtype=dtype, flops=flops, utilisation=util, memory_bytes=memory, watts=watts, idle_watts=idle_w,
+        name=name, dtype=dtype, flops=flops, utilisation=util, memory_bytes=memory, watts=power, idle_watts=idle_w,
         price_usd=Figure(card.launch_price_usd, card.source("price")) if card else None,
         uplink_bps=best_net("net_upload", max), downlink_bps=best_net("net_download", max),
         rtt_s=best_net("net_rtt", min),

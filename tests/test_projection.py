@@ -438,6 +438,38 @@ def test_command_from_a_stored_run() -> None:
     assert out["swarm"]["figures"]["uplink_bps"] == "measured in run abcdef01: net_upload"
 
 
+def test_a_run_without_power_needs_node_watts_and_then_uses_it() -> None:
+    """A CPU-only run (no RAPL, as on a VM or a Mac) has no power figure: refused with the way out."""
+    import json
+
+    from bench.document import RunDocument, RunInfo, utc_now
+    from bench.store import Store
+    from probes.inventory import Device, Host
+    from probes.measurement import Energy, Measurement
+
+    now = utc_now()
+    doc = RunDocument(
+        run=RunInfo(id="cafe0123456789ab", started_at=now, finished_at=now, tool_version="test"),
+        host=Host(os="Linux", python="3.12", ram_bytes=32 * 2**30),
+        devices=[Device(id="cpu", kind="cpu", name="AMD EPYC 7763 64-Core Processor", memory_bytes=32 * 2**30)],
+        measurements=[
+            Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", samples=[1.6e11, 1.7e11], dtype="fp32",
+                        device="cpu", variant="sustained",
+                        energy=Energy(method="unavailable", unavailable_reason="no RAPL in this VM")),
+        ],
+    )  # fmt: skip
+    Store().save(doc)
+    refused = cli("--params", "125M", "--run", "cafe0123", "--gpus", "10")
+    assert isinstance(refused.exception, FlopwattError) and "--node-watts" in str(refused.exception)
+    link = ("--uplink", "20mbit", "--downlink", "100mbit", "--rtt", "30ms")
+    result = cli("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "95", *link, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["swarm"]["figures"]["watts"] == "option --node-watts"
+    bad = cli("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "-1", *link)
+    assert isinstance(bad.exception, FlopwattError) and "node watts" in str(bad.exception)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -447,6 +479,7 @@ def test_command_from_a_stored_run() -> None:
         (("--params", "7B", "--card", "4090", "--gpus", "10", "--uplink", "fast"), "--uplink"),
         (("--params", "7B", "--card", "4090", "--gpus", "10", "--tokens", "-5B"), "--tokens"),
         (("--params", "7B", "--run", "nosuchrun", "--gpus", "10"), "nosuchrun"),
+        (("--params", "7B", "--card", "4090", "--gpus", "10", "--node-watts", "300"), "--node-watts goes with --run"),
     ],
 )
 def test_command_bad_input_is_a_flopwatt_error(args: tuple[str, ...], message: str) -> None:

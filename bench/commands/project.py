@@ -66,6 +66,9 @@ def project(
     run: Annotated[Optional[str], typer.Option(
         "--run", help="Swarm nodes are like this stored run (its measured figures); id, prefix or 'latest'.")] = None,
     gpus: Annotated[int, typer.Option("--gpus", help="Number of swarm nodes (one GPU each).")] = 100,
+    node_watts: Annotated[Optional[float], typer.Option(
+        "--node-watts", help="With --run: the node's power while training, in W (a wall-meter reading), where "
+        "the run has no power figure or to replace it.")] = None,
     strategy: Annotated[str, typer.Option(
         "--strategy", help="auto (all), colocated, ddp, diloco or pipeline.")] = "auto",
     uplink: Annotated[Optional[str], typer.Option(
@@ -101,6 +104,8 @@ def project(
     """Project time, energy, cost and CO2 of training a model: datacenter vs a swarm of home machines."""
     if (card is None) == (run is None):
         raise FlopwattError("give exactly one of --card NAME or --run ID")
+    if node_watts is not None and run is None:
+        raise FlopwattError("--node-watts goes with --run (a --card node has its datasheet power)")
     if card is not None and dc_card is None and get_card(card).datacenter:
         dc_card = card
     if card is not None:
@@ -109,7 +114,7 @@ def project(
                             rtt_s=parse_duration(DEFAULT_LINK[2], "--rtt"),
                             source=f"default home link {'/'.join(DEFAULT_LINK)}")
     else:
-        node = pj.node_from_run(load_run_document(run or "latest", db))
+        node = pj.node_from_run(load_run_document(run or "latest", db), watts=node_watts)
     node = pj.with_link(node, uplink_bps=parse_bitrate(uplink, "--uplink") if uplink else None,
                         downlink_bps=parse_bitrate(downlink, "--downlink") if downlink else None,
                         rtt_s=parse_duration(rtt, "--rtt") if rtt else None)
