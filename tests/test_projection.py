@@ -407,20 +407,33 @@ def test_command_table_claims_and_plot() -> None:
     assert "option --uplink" in out
 
 
+def _store_run(run_id: str, device, measurements: list) -> None:  # type: ignore[no-untyped-def]
+    """A run with these measurements on one device, saved in the test's database."""
+    from bench.document import RunDocument, RunInfo, utc_now
+    from bench.store import Store
+    from probes.inventory import Host
+
+    now = utc_now()
+    Store().save(
+        RunDocument(
+            run=RunInfo(id=run_id, started_at=now, finished_at=now, tool_version="test"),
+            host=Host(os="Linux", python="3.12", ram_bytes=32 * 2**30),
+            devices=[device],
+            measurements=measurements,
+        )
+    )
+
+
 def test_command_from_a_stored_run() -> None:
     import json
 
-    from bench.document import RunDocument, RunInfo, utc_now
-    from bench.store import Store
-    from probes.inventory import Device, Host
+    from probes.inventory import Device
     from probes.measurement import Energy, Measurement
 
-    now = utc_now()
-    doc = RunDocument(
-        run=RunInfo(id="abcdef0123456789", started_at=now, finished_at=now, tool_version="test"),
-        host=Host(os="Linux", python="3.12", ram_bytes=32 * 2**30),
-        devices=[Device(id="cuda:0", kind="cuda", name="NVIDIA GeForce GTX 1080", memory_bytes=8 * 2**30)],
-        measurements=[
+    _store_run(
+        "abcdef0123456789",
+        Device(id="cuda:0", kind="cuda", name="NVIDIA GeForce GTX 1080", memory_bytes=8 * 2**30),
+        [
             Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", samples=[8.1e12, 8.2e12, 8.3e12],
                         dtype="fp32", device="cuda:0", variant="sustained",
                         energy=Energy(method="nvml-counter", joules=1700.0, seconds=10.0, watts_avg=170.0)),
@@ -428,8 +441,7 @@ def test_command_from_a_stored_run() -> None:
             Measurement(probe="network", metric="net_download", unit="bit/s", samples=[200e6], device="net:x"),
             Measurement(probe="network", metric="net_rtt", unit="s", samples=[0.025], device="net:x"),
         ],
-    )
-    Store().save(doc)
+    )  # fmt: skip
     result = cli("--params", "125M", "--run", "abcdef01", "--gpus", "10", "--strategy", "diloco", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -442,23 +454,18 @@ def test_a_run_without_power_needs_node_watts_and_then_uses_it() -> None:
     """A CPU-only run (no RAPL, as on a VM or a Mac) has no power figure: refused with the way out."""
     import json
 
-    from bench.document import RunDocument, RunInfo, utc_now
-    from bench.store import Store
-    from probes.inventory import Device, Host
+    from probes.inventory import Device
     from probes.measurement import Energy, Measurement
 
-    now = utc_now()
-    doc = RunDocument(
-        run=RunInfo(id="cafe0123456789ab", started_at=now, finished_at=now, tool_version="test"),
-        host=Host(os="Linux", python="3.12", ram_bytes=32 * 2**30),
-        devices=[Device(id="cpu", kind="cpu", name="AMD EPYC 7763 64-Core Processor", memory_bytes=32 * 2**30)],
-        measurements=[
+    _store_run(
+        "cafe0123456789ab",
+        Device(id="cpu", kind="cpu", name="AMD EPYC 7763 64-Core Processor", memory_bytes=32 * 2**30),
+        [
             Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", samples=[1.6e11, 1.7e11], dtype="fp32",
                         device="cpu", variant="sustained",
                         energy=Energy(method="unavailable", unavailable_reason="no RAPL in this VM")),
         ],
     )  # fmt: skip
-    Store().save(doc)
     refused = cli("--params", "125M", "--run", "cafe0123", "--gpus", "10")
     assert isinstance(refused.exception, FlopwattError) and "--node-watts" in str(refused.exception)
     link = ("--uplink", "20mbit", "--downlink", "100mbit", "--rtt", "30ms")
