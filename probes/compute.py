@@ -162,10 +162,10 @@ class Operands:
         return float(torch.linalg.norm(got - want) / torch.linalg.norm(want))
 
 
-def backends(kind: str, dtype: str) -> list[str]:
-    """The matmul libraries to try. On a CPU torch's BLAS (MKL on x86) is not always the fastest
-    installed (OpenBLAS beats it on some AMD parts), so numpy's is timed too and the best kept."""
-    return ["torch", "numpy"] if kind == "cpu" and dtype in ("fp32", "fp64") else ["torch"]
+def backends(dev: torch.device, dtype: str) -> list[str]:
+    """The matmul libraries to try on `dev`. On a CPU torch's BLAS (MKL on x86) is not always the
+    fastest installed (OpenBLAS beats it on some AMD parts), so numpy's is timed too and the best kept."""
+    return ["torch", "numpy"] if dev.type == "cpu" and dtype in ("fp32", "fp64") else ["torch"]
 
 
 def backend_library(backend: str) -> str:
@@ -304,7 +304,7 @@ def _sweep(
     spent = 0.0
     last_call_s = None
     last_size = None
-    tried = backends("cpu" if dev.type == "cpu" else "gpu", dtype)
+    tried = backends(dev, dtype)
     for size in plan.sizes:
         shape = (size, size, size)
         if last_call_s is not None and last_size is not None:

@@ -104,4 +104,5 @@ def test_cpu_sweeps_both_blas_libraries_and_records_the_winner() -> None:
 
 
 def test_bf16_stays_on_torch() -> None:
-    assert compute.backends("cpu", "bf16") == ["torch"] and compute.backends("gpu", "fp32") == ["torch"]
+    assert compute.backends(torch.device("cpu"), "bf16") == ["torch"]
+    assert compute.backends(torch.device("cuda", 0), "fp32") == ["torch"]
