@@ -233,7 +233,9 @@ def issue_token(request: Request, client: ClientDep, service: ServiceDep) -> Tok
     responses={200: {"model": Submitted, "description": "Already stored: the same id, nothing written."}},
     summary="Submit a run document",
 )
-async def submit_run(doc: RunDocument, request: Request, response: Response, owner: OwnerDep, client: ClientDep) -> Submitted:
+async def submit_run(
+    doc: RunDocument, request: Request, response: Response, owner: OwnerDep, client: ClientDep
+) -> Submitted:
     """201 for a new run; 200 with the same id when this run was already submitted."""
     state = _state(request)
     _limit(state.submissions, owner, "Authorization", "submissions with this token")
