@@ -4,6 +4,7 @@ shared server runs on)."""
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 from sqlalchemy import create_engine, text
 
 from bench.client import SubmitClient
@@ -105,3 +107,53 @@ def test_serve_with_two_workers_shares_one_database_and_one_leaderboard(postgres
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_leaderboard_reads_during_writes_end_exact(postgres_url: str, tmp_path: Path) -> None:
+    """Readers recompute groups while writers keep bumping them; once the writers stop, one more read
+    must give exactly the statistics of every run sent (no write may be lost between a group's
+    version and its stats)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    values = {gpu: [100e12 + 1e12 * i + (7e12 if gpu.endswith("4090") else 0) for i in range(24)]
+              for gpu in ("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 3090")}  # fmt: skip
+    work = [(gpu, v) for gpu, vs in values.items() for v in vs]
+    server = start_server_process(postgres_url, port)
+    writing = threading.Event()
+    writing.set()
+    reads: list[int] = []
+
+    def writer(index: int) -> None:
+        with SubmitClient(base, config=tmp_path / f"w{index}") as client:
+            for gpu, value in work[index::4]:
+                assert client.submit(make_doc(gpu=gpu, bf16=value)).status == "created"
+
+    def reader() -> None:
+        with httpx.Client(base_url=base) as http:
+            while writing.is_set():
+                answer = http.get("/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"})
+                assert answer.status_code == 200, answer.text
+                reads.append(1)
+
+    try:
+        writers = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        readers = [threading.Thread(target=reader) for _ in range(2)]
+        for t in writers + readers:
+            t.start()
+        for t in writers:
+            t.join()
+        writing.clear()
+        for t in readers:
+            t.join()
+        board = httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(reads) > 5  # the readers did overlap the writes
+    got = {row["device_model"]: (row["count"], row["median"], row["p90"]) for row in board["rows"]}
+    for gpu, sent in values.items():
+        model = gpu.removeprefix("NVIDIA ")
+        deciles = statistics.quantiles(sent, n=10, method="inclusive")
+        assert got[model][0] == len(sent)
+        assert got[model][1] == pytest.approx(statistics.median(sent))
+        assert got[model][2] == pytest.approx(deciles[-1])
