@@ -2,6 +2,10 @@
 
 Everything here is read, never measured. NVML adds what torch does not know about NVIDIA cards
 (PCIe link, power limit, driver); where NVML is missing the fields stay empty.
+
+torch is imported inside the functions that ask it something: the run document's models (Host,
+Device) live here, and the results server, which reads and writes documents, never needs torch
+(importing it took 2 of a server worker's 3.7 s start here).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Any, Literal
 
 import cpuinfo
 import psutil
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from probes.measurement import ProbeError, Unavailable
@@ -77,6 +80,8 @@ def read_cpu_info() -> dict[str, Any]:
 
 
 def describe_host(cpu: dict[str, Any]) -> Host:
+    import torch
+
     flags = sorted(cpu.get("flags", []))
     virtualized, hint = _virtualization(flags)
     return Host(
@@ -142,6 +147,8 @@ def _virtualization(flags: list[str]) -> tuple[bool | None, str]:
 
 def torch_blas() -> str:
     """The BLAS torch was built with (mkl, openblas, accelerate...), from its build config."""
+    import torch
+
     config = torch.__config__.show()
     for part in config.replace("\n", ",").split(","):
         if "BLAS_INFO=" in part:
@@ -176,6 +183,8 @@ def list_devices(cpu: dict[str, Any]) -> tuple[list[Device], list[Unavailable]]:
 
     `cpu` is py-cpuinfo's dictionary, read once by the caller (it takes about a second).
     """
+    import torch
+
     devices = [cpu_device(cpu)]
     unavailable: list[Unavailable] = []
     if torch.cuda.is_available():
@@ -190,6 +199,8 @@ def list_devices(cpu: dict[str, Any]) -> tuple[list[Device], list[Unavailable]]:
 
 
 def _no_cuda_reason() -> str:
+    import torch
+
     if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
         return f"torch {torch.__version__} is a CPU-only build (install a CUDA or ROCm build to probe a GPU)"
     return "torch has GPU support but finds no GPU (driver missing, or CUDA_VISIBLE_DEVICES hides them)"
@@ -212,6 +223,8 @@ def mps_device(cpu: dict[str, Any]) -> Device:
 
 
 def cuda_device(index: int) -> Device:
+    import torch
+
     props = torch.cuda.get_device_properties(index)
     kind: DeviceKind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
     device = Device(
@@ -271,6 +284,8 @@ def resolve_devices(spec: str) -> list[str]:
 
     `auto` means every GPU torch can use plus the CPU, which is always probed.
     """
+    import torch
+
     spec = spec.strip().lower()
     if spec == "auto":
         found = ["cpu"]
