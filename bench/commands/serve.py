@@ -11,6 +11,9 @@ import uvicorn
 
 from bench.server.app import DB_ENV, SECRET_ENV, create_app, open_server_database
 
+#: How long a worker process may take to start before uvicorn gives up on it.
+WORKER_START_S = 60
+
 
 def serve(
     db: Annotated[
@@ -48,5 +51,8 @@ def serve(
     os.environ[DB_ENV] = db
     os.environ[SECRET_ENV] = secret or secrets.token_urlsafe(32)  # one key, so every worker hashes a client alike
     uvicorn.run(
-        "bench.server.app:app_from_environment", factory=True, workers=workers, host=host, port=port, log_level="info"
-    )
+        "bench.server.app:app_from_environment", factory=True, workers=workers, host=host, port=port, log_level="info",
+        # A worker re-imports this CLI (torch included): on a small busy machine that outlasted uvicorn's
+        # 5 s start-up check here, and uvicorn killed and restarted the worker.
+        timeout_worker_healthcheck=WORKER_START_S,
+    )  # fmt: skip
