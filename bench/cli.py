@@ -29,8 +29,8 @@ from bench.commands.serve import serve
 from bench.commands.submit import ServerOption, compare_shared, submit
 from bench.errors import DocumentError, FlopwattError
 from bench.options import DbOption, EstimateCpuPowerOption, JsonOption
-from bench.runner import KNOWN_PROBES, NetworkOptions, ProbeRequest, run_probes
 from bench.store import PROJECT_ROOT, Store
+from probes import KNOWN_PROBES
 from probes.measurement import ProbeError
 
 
@@ -92,6 +92,8 @@ def probe(
     command = ["probe"] + (["--device", device] if device != "auto" else []) + (["--quick"] if quick else [])
     command += ["--only", only] if only else []
     command += ["--estimate-cpu-power"] if estimate_cpu_power else []
+    from bench.runner import NetworkOptions, ProbeRequest, run_probes  # torch: only `probe` pays for it
+
     request = ProbeRequest(
         device=device,
         only=ProbeRequest.parse_only(only),

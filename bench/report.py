@@ -9,7 +9,6 @@ import statistics
 
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
 from bench.document import RunDocument
 from bench.store import RunSummary
@@ -181,6 +180,8 @@ def verdict(base: Measurement, other: Measurement) -> str:
         return f"{ratio:.2f}x (too few samples to test)"
     if statistics.pstdev(base.samples) == 0 and statistics.pstdev(other.samples) == 0:
         return f"{ratio:.2f}x" if base.value != other.value else "1.00x (identical)"
+    from scipy import stats  # here, not at the top: importing scipy.stats takes ~2 s that `runs` and `show` need not wait
+
     p = stats.ttest_ind(base.samples, other.samples, equal_var=False).pvalue
     if p != p:  # NaN: the test could not be computed; say so rather than guess.
         return f"{ratio:.2f}x (untestable)"

@@ -15,16 +15,10 @@ import torch
 from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
-from probes import collective, compute, memory, network, training
+from probes import DEFAULT_PROBES, KNOWN_PROBES, PER_DEVICE_PROBES, collective, compute, memory, network, training
 from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
 from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
 from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
-
-#: Probes run when --only is not given. network needs --server, collective a rendezvous.
-DEFAULT_PROBES = ("compute", "memory", "training")
-#: Probes measured once per device, in this order (training reads compute's figure); the others once per run.
-PER_DEVICE_PROBES = ("compute", "memory", "training")
-KNOWN_PROBES = (*PER_DEVICE_PROBES, "network", "collective")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from rich.table import Table
 from bench.document import utc_now
 from bench.errors import FlopwattError
 from bench.options import DbOption, EstimateCpuPowerOption
-from bench.runner import inventory, run_document
 from bench.store import Store
 from probes.energy import EnergyMeter, PowerReading, WindowResult, meters_for_host
 from probes.measurement import Measurement, ProbeResult, Unavailable
@@ -44,6 +43,8 @@ def monitor(
         if not command:
             watch(meters, console, interval_s=interval)
             return None
+        from bench.runner import inventory, run_document  # torch, which only this branch needs
+
         store = Store(db)  # opened first: a bad database fails before the command runs
         started = utc_now()
         result = measure_command(command, meters, console)
