@@ -52,7 +52,8 @@ def serve(
     os.environ[SECRET_ENV] = secret or secrets.token_urlsafe(32)  # one key, so every worker hashes a client alike
     uvicorn.run(
         "bench.server.app:app_from_environment", factory=True, workers=workers, host=host, port=port, log_level="info",
-        # A worker re-imports this CLI (torch included): on a small busy machine that outlasted uvicorn's
-        # 5 s start-up check here, and uvicorn killed and restarted the worker.
+        # A worker re-imports this CLI and builds the app: when that was slower (torch was imported too),
+        # two workers starting at once on this 2-core VM outlasted uvicorn's 5 s start-up check, and
+        # uvicorn killed and restarted one. The margin stays for small busy machines.
         timeout_worker_healthcheck=WORKER_START_S,
     )  # fmt: skip
