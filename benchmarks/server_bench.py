@@ -46,8 +46,8 @@ from bench.api_models import MAX_BATCH_RUNS
 from bench.document import RunDocument, RunInfo
 from bench.hardware import CARDS, peak_flops
 from bench.orm import Base
-from bench.server import create_app
-from bench.server.app import DB_ENV
+from bench.server.app import create_app
+from bench.server.settings import DB_ENV
 from bench.server.ratelimit import Rate, RateLimits
 from bench.server.repository import Repository
 from bench.server.service import Service, figures_of, hash_token
@@ -220,7 +220,7 @@ def app_without_rate_limits() -> FastAPI:
 #: The server as `flopwatt serve --workers N` runs it, on app_without_rate_limits.
 SERVER_CODE = """
 import os, sys, uvicorn
-from bench.server.app import DB_ENV
+from bench.server.settings import DB_ENV
 os.environ[DB_ENV] = sys.argv[1]
 uvicorn.run("benchmarks.server_bench:app_without_rate_limits", factory=True, workers=int(sys.argv[3]),
             host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")

@@ -113,7 +113,7 @@ def live_server(app: FastAPI, port: int | None = None) -> Iterator[str]:
 #: `flopwatt serve` with rate limits lifted: the process a restart test kills and starts again.
 SERVER_CODE = """
 import sys, uvicorn
-from bench.server import create_app
+from bench.server.app import create_app
 from bench.server.ratelimit import Rate, RateLimits
 lift = Rate(6e6, 1e6)
 app = create_app(sys.argv[1], limits=RateLimits(requests=lift, submissions=lift, tokens=lift), secret=b"test")

@@ -26,7 +26,7 @@ from bench.commands.serve import serve
 from bench.commands.submit import compare_shared, shared_figures, submit
 from bench.document import RunDocument
 from bench.errors import FlopwattError
-from bench.server import create_app
+from bench.server.app import create_app
 from bench.store import Store
 from probes.measurement import Measurement, Unavailable
 from server_support import LIFTED, count, free_port, live_server, make_doc

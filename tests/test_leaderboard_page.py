@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bench.client import SubmitClient
-from bench.server import create_app
+from bench.server.app import create_app
 from bench.server.page import PERF_COLOUR, WATT_COLOUR
 from server_support import LIFTED, live_server, make_doc
 

@@ -25,7 +25,7 @@ from bench.api_models import MAX_DOCUMENT_BYTES, BatchSubmitted, Leaderboard, Ru
 from bench.document import RunDocument
 from bench.errors import StoreError
 from bench.hardware import find_card
-from bench.server import create_app
+from bench.server.app import create_app
 from bench.server.errors import ApiError
 from bench.server.ingest import PendingRequest
 from bench.server.ratelimit import Rate, RateLimits

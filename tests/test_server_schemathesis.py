@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from bench.server import create_app
+from bench.server.app import create_app
 from server_support import LIFTED, bearer, live_server, make_doc, new_token
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 import uvicorn
 
-from bench.server.app import DB_ENV, SECRET_ENV, create_app, open_server_database
+from bench.server.settings import DB_ENV, SECRET_ENV
 
 #: How long a worker process may take to start before uvicorn gives up on it.
 WORKER_START_S = 60
@@ -43,6 +43,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the shared results server: API at /api/v1, its docs at /docs, the leaderboard at /."""
+    from bench.server.app import create_app, open_server_database  # FastAPI: only this command needs it
+
     if workers == 1:
         uvicorn.run(create_app(db, secret=secret.encode() if secret else None), host=host, port=port, log_level="info")
         return

@@ -21,6 +21,7 @@ from bench.server import routes
 from bench.server.errors import ApiError
 from bench.server.ratelimit import RateLimits
 from bench.server.repository import missing_server_tables
+from bench.server.settings import DB_ENV, SECRET_ENV
 from bench.store import Store
 
 
@@ -70,11 +71,6 @@ def open_server_database(db_url: str) -> Store:
             "serve a new database"
         )
     return store
-
-
-#: How `flopwatt serve --workers N` hands its settings to the worker processes uvicorn starts.
-DB_ENV = "FLOPWATT_SERVE_DB"
-SECRET_ENV = "FLOPWATT_SERVER_SECRET"
 
 
 def app_from_environment() -> FastAPI:
