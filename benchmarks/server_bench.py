@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,7 @@ if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
 from pg import fresh_database  # noqa: E402  (shared with the tests' postgres_url fixture)
+from server_support import free_port, wait_until_answering  # noqa: E402  (the tests' server helpers)
 
 INGEST_RUNS = 3000
 INGEST_CLIENTS = 32
@@ -205,12 +205,6 @@ def _post(connection: http.client.HTTPConnection, path: str, body: bytes, header
     return response.status, response.read()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def app_without_rate_limits() -> FastAPI:
     """The app `flopwatt serve` runs, with rate limits lifted for load generation (a uvicorn factory)."""
     lift = Rate(per_minute=6e6, burst=1e6)
@@ -234,24 +228,11 @@ def serving(db_url: str, port: int | None = None, workers: int = 1) -> Iterator[
     process = subprocess.Popen([sys.executable, "-c", SERVER_CODE, db_url, str(port), str(workers)], cwd=PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base, process)
+        wait_until_answering(base, process)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def wait_until_up(base: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            httpx.get(f"{base}/openapi.json", timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer within {timeout_s} s")
 
 
 # -- the leaderboard at scale ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, inspect, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, case, delete, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -291,7 +291,7 @@ def _write_rows(conn: Connection, rows: dict[Table, list[dict[str, Any]]], group
     rows = {table: table_rows for table, table_rows in rows.items() if table_rows}
     if conn.dialect.name != "postgresql":
         for table, table_rows in rows.items():
-            conn.exec_driver_sql(_insert_sql(table), [tuple(row[c.name] for c in table.columns) for row in table_rows])
+            conn.execute(insert(table), table_rows)
         if groups:
             conn.exec_driver_sql(_BUMP_SQL.format(source=_BUMP_VALUES), [tuple(g.values()) for g in groups])
         return
@@ -321,11 +321,6 @@ _BUMP_FROM_JSON = (
 def _from_json_sql(table: Table) -> str:
     columns = ", ".join(c.name for c in table.columns)
     return f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table.name}, %s)"
-
-
-def _insert_sql(table: Table) -> str:
-    columns = [c.name for c in table.columns]
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))})"
 
 
 def quantile(ordered: list[float], q: float) -> float:
