@@ -1,7 +1,7 @@
 """The `flopwatt` command line: parse, call, render. The work happens in runner, store and report.
 
-User mistakes (FlopwattError, ProbeError) become one line on stderr and exit code 2, in one place:
-FlopwattGroup.invoke.
+User mistakes (FlopwattError, ProbeError, and click's own usage errors such as an unknown option or
+a value out of range) become one line on stderr and exit code 2, in one place: FlopwattGroup.
 """
 
 from __future__ import annotations
@@ -34,15 +34,47 @@ from probes import KNOWN_PROBES
 from probes.measurement import ProbeError
 
 
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _is_usage_error(exc: typer.TyperException) -> bool:
+    """An unknown option or command, a missing argument, a value out of range: click's exit code 2.
+
+    A bare `flopwatt` raises one too (NoArgsIsHelpError, which prints the help); typer itself tells
+    it apart by name, as here.
+    """
+    return exc.exit_code == 2 and type(exc).__name__ != "NoArgsIsHelpError"
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx else "flopwatt"
+    return f"{exc.format_message().rstrip('.')} (see '{command} --help')"
+
+
 class FlopwattGroup(TyperGroup):
     """Turns the errors a user can cause into one line and exit code 2, for every command."""
+
+    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # the group's own options (`flopwatt --bogus`) are parsed here; a subcommand's, in invoke
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as exc:
+            if not _is_usage_error(exc):
+                raise
+            raise _fail(_usage_line(exc)) from None
 
     def invoke(self, ctx: typer.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
         except (FlopwattError, ProbeError) as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise _fail(str(exc)) from None
+        except typer.TyperException as exc:
+            if not _is_usage_error(exc):
+                raise
+            raise _fail(_usage_line(exc)) from None
 
 
 app = typer.Typer(

@@ -41,7 +41,7 @@ def _copy_of(doc: RunDocument) -> RunDocument:
 
 
 def _fails_cleanly(args: list[str], expect: str) -> None:
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, prog_name="flopwatt")
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = result.stderr.strip().splitlines()
@@ -146,6 +146,13 @@ def test_every_command_has_help() -> None:
         (["show", "ab"], "too short"),
         (["compare", "latest"], "at least two runs"),
         (["import", "/nonexistent/run.json"], "cannot read /nonexistent/run.json"),
+        # click's own usage errors, which typer would draw as a box under the usage text
+        (["probe", "--bogus"], "No such option: --bogus (see 'flopwatt probe --help')"),
+        (["--bogus"], "No such option: --bogus (see 'flopwatt --help')"),
+        (["nosuch"], "No such command 'nosuch' (see 'flopwatt --help')"),
+        (["show"], "Missing argument 'run'"),
+        (["serve", "--workers", "0"], "Invalid value for '--workers'"),
+        (["serve", "--port", "http"], "Invalid value for '--port'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], expect: str, probed: RunDocument, store: Store) -> None:
