@@ -59,7 +59,7 @@ def render_run(doc: RunDocument, console: Console) -> None:
         )
         console.print(f"{device.id}: {device.name} ({extra})")
     console.print(measurement_table(doc.measurements))
-    warn_unstable(doc.measurements, console)
+    warn_unstable(doc.measurements, console, host.virtualized)
     for item in doc.unavailable:
         what = " ".join(x for x in (item.probe, item.metric, item.dtype, item.device) if x)
         console.print(f"[yellow]unavailable[/yellow] {what}: {item.reason}")
@@ -149,13 +149,22 @@ def _params_cell(m: Measurement) -> str:
     return ", ".join(keep[:4])
 
 
-def warn_unstable(measurements: list[Measurement], console: Console) -> None:
-    """Say which figures are noisy and what to do about it (pyperf's habit)."""
-    noisy = [m for m in measurements if relative_spread(m) >= UNSTABLE_SPREAD]
-    for m in noisy:
+def warn_unstable(measurements: list[Measurement], console: Console, virtualized: bool | None = None) -> None:
+    """Say which figures are noisy and what to do about it (pyperf's habit).
+
+    On a virtual machine a noisy CPU figure usually comes from other guests on the same host, which
+    nothing inside the guest can quiet (docs/measurements.md: numpy and likwid-bench move as much).
+    """
+    for m in measurements:
+        if relative_spread(m) < UNSTABLE_SPREAD:
+            continue
+        if virtualized and m.device == "cpu":
+            advice = "other guests share this virtual machine's host cores; compare runs made in the same minutes"
+        else:
+            advice = "close other programs, plug in the power, and re-run"
         console.print(
             f"[yellow]warning[/yellow] {_label(m)} on {m.device}: spread (IQR) is "
-            f"{relative_spread(m):.0%} of the median; close other programs, plug in the power, and re-run"
+            f"{relative_spread(m):.0%} of the median; {advice}"
         )
 
 
