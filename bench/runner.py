@@ -224,32 +224,3 @@ def with_datasheet_peak(m: Measurement, devices: list[Device]) -> Measurement:
     if peak is None:
         return m
     return m.model_copy(update={"peak": peak, "peak_source": f"{card.name}: {source}"})
-
-
-def _tasks_for(probe: str, device: Device, request: ProbeRequest, llc_bytes: int | None) -> list[_Task]:
-    if probe == "compute":
-        return [
-            _Task(
-                probe,
-                device,
-                lambda p: compute.measure_matmul(
-                    device.id, device.kind, quick=request.quick, llc_bytes=llc_bytes, progress=p
-                ),
-            )
-        ]
-    if probe == "memory":
-        return [
-            _Task(
-                probe,
-                device,
-                lambda p: memory.measure_memory(
-                    device.id,
-                    device.kind,
-                    quick=request.quick,
-                    llc_bytes=llc_bytes if device.kind == "cpu" else device.extra.get("l2_cache_bytes"),
-                    memory_bytes=device.memory_bytes,
-                    progress=p,
-                ),
-            )
-        ]
-    raise AssertionError(f"no tasks for probe {probe}")

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from bench.document import RunDocument
-from bench.runner import ProbeRequest, run_probes
 from probes.compute import MatmulPlan, measure_matmul
 from probes.inventory import last_level_cache_bytes
 from probes.memory import measure_memory
@@ -164,7 +163,7 @@ def repeatability(threads: int, runs: int = 5) -> dict:
     figures: dict[str, list[float]] = {}
     peers: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(runs):
+        for _ in range(runs):
             env = {**os.environ, "FLOPWATT_DB": f"sqlite:///{Path(tmp) / 'repeat.db'}"}
             out = subprocess.run(
                 [sys.executable, "-m", "bench", "probe", "--quick", "--json"], env=env, capture_output=True, text=True, check=True
