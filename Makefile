@@ -21,6 +21,7 @@ run: setup
 	$(BIN)/flopwatt probe --quick
 
 test: setup
+	$(BIN)/ruff check bench probes benchmarks tests
 	$(BIN)/python -m pytest -q
 
 bench: setup

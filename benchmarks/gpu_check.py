@@ -44,15 +44,16 @@ def _events_median(fn, repeats: int = 20, calls: int = 10) -> float:  # type: ig
 
 
 def torch_matmul_sweep(dtype: torch.dtype) -> dict:
-    best = {"flops": 0.0}
-    for n in SHAPES:
-        a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
-        out = torch.empty(n, n, device="cuda", dtype=dtype)
-        flops = 2 * n**3 / _events_median(lambda: torch.matmul(a, b, out=out))
-        if flops > best["flops"]:
-            best = {"flops": flops, "n": n}
-        del a, b, out
-    return best
+    flops = {n: _torch_square_matmul(n, dtype) for n in SHAPES}
+    best = max(flops, key=flops.__getitem__)
+    return {"flops": flops[best], "n": best}
+
+
+def _torch_square_matmul(n: int, dtype: torch.dtype) -> float:
+    """FLOP/s of one n×n×n product; the operands are freed when this returns."""
+    a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
+    out = torch.empty(n, n, device="cuda", dtype=dtype)
+    return 2 * n**3 / _events_median(lambda: torch.matmul(a, b, out=out))
 
 
 def cupy_matmul_sweep() -> dict | None:
@@ -60,15 +61,16 @@ def cupy_matmul_sweep() -> dict | None:
         import cupy as cp
     except ImportError:
         return None
-    best = {"flops": 0.0, "dtype": "fp16 (CuPy has no bf16)"}
-    for n in SHAPES:
-        a = cp.random.standard_normal((n, n), dtype=cp.float32).astype(cp.float16)
-        b = cp.random.standard_normal((n, n), dtype=cp.float32).astype(cp.float16)
-        out = cp.empty((n, n), dtype=cp.float16)
-        flops = 2 * n**3 / _events_median(lambda: cp.matmul(a, b, out=out))
-        if flops > best["flops"]:
-            best.update(flops=flops, n=n)
-    return best
+    flops = {n: _cupy_square_matmul(cp, n) for n in SHAPES}
+    best = max(flops, key=flops.__getitem__)
+    return {"flops": flops[best], "n": best, "dtype": "fp16 (CuPy has no bf16)"}
+
+
+def _cupy_square_matmul(cp, n: int) -> float:  # type: ignore[no-untyped-def]
+    a = cp.random.standard_normal((n, n), dtype=cp.float32).astype(cp.float16)
+    b = cp.random.standard_normal((n, n), dtype=cp.float32).astype(cp.float16)
+    out = cp.empty((n, n), dtype=cp.float16)
+    return 2 * n**3 / _events_median(lambda: cp.matmul(a, b, out=out))
 
 
 def copy_peers(nbytes: int) -> dict:

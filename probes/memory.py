@@ -50,30 +50,45 @@ def measure_memory(
     threads = torch.get_num_threads() if kind == "cpu" else None
     params = {"bytes_per_array": elements * 8, "dtype": "fp64", "threads": threads}
 
+    result = ProbeResult()
+    result.measurements.extend(_copy_and_triad(device, dev, timer, elements, blocks, params, meter, progress))
+    if kind in ("cuda", "rocm"):
+        progress(f"memory on {device}: host<->device", 0.7)
+        result.extend(_host_link(dev, timer, quick))
+    progress(f"memory on {device}: done", 1.0)
+    return result
+
+
+def _copy_and_triad(
+    device: str,
+    dev: torch.device,
+    timer: DeviceTimer,
+    elements: int,
+    blocks: int,
+    params: dict,
+    meter: EnergyMeter | None,
+    progress: ProgressCallback,
+) -> list[Measurement]:
+    """Copy (one read, one write) and triad (two reads, one write) over three arrays of `elements` fp64.
+
+    The arrays live only in this call, so a GPU has its memory back for the host-link test.
+    """
     progress(f"memory on {device}: copy", 0.0)
     a = torch.rand(elements, dtype=torch.float64, device=dev)
     b = torch.rand(elements, dtype=torch.float64, device=dev)
     c = torch.rand(elements, dtype=torch.float64, device=dev)
     copy = timer.measure(lambda: b.copy_(a), block_s=0.02, blocks=blocks, max_s=5.0)
     copy_energy = energy_of(meter, lambda: b.copy_(a), dev)
-    result = ProbeResult()
-    result.measurements.append(_bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params, copy_energy))
 
     progress(f"memory on {device}: triad", 0.4)
     triad = timer.measure(lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), block_s=0.02, blocks=blocks, max_s=5.0)
     triad_energy = energy_of(meter, lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), dev)
     if not torch.allclose(a[:1024], b[:1024] + TRIAD_SCALAR * c[:1024]):
         raise AssertionError("triad produced a wrong result")  # a torch bug, not a user error
-    result.measurements.append(
-        _bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params, triad_energy)
-    )
-    del a, b, c
-
-    if kind in ("cuda", "rocm"):
-        progress(f"memory on {device}: host<->device", 0.7)
-        result.extend(_host_link(dev, timer, quick))
-    progress(f"memory on {device}: done", 1.0)
-    return result
+    return [
+        _bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params, copy_energy),
+        _bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params, triad_energy),
+    ]
 
 
 def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResult:
@@ -82,15 +97,24 @@ def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResul
     on_device = torch.empty(nbytes, dtype=torch.uint8, device=dev)
     result = ProbeResult()
     for pinned in (True, False):
-        host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
-        host.random_(0, 255)
-        variant = "pinned" if pinned else "pageable"
-        params = {"bytes": nbytes, "pinned": pinned}
-        h2d = timer.measure(lambda: on_device.copy_(host, non_blocking=pinned), block_s=0.05, blocks=10 if quick else 20, max_s=5.0)
-        d2h = timer.measure(lambda: host.copy_(on_device, non_blocking=pinned), block_s=0.05, blocks=10 if quick else 20, max_s=5.0)
-        result.measurements.append(_bandwidth("h2d_bandwidth", str(dev), variant, nbytes, h2d, params))
-        result.measurements.append(_bandwidth("d2h_bandwidth", str(dev), variant, nbytes, d2h, params))
+        result.measurements.extend(_host_copies(str(dev), on_device, timer, pinned, blocks=10 if quick else 20))
     return result
+
+
+def _host_copies(
+    device: str, on_device: torch.Tensor, timer: DeviceTimer, pinned: bool, blocks: int
+) -> list[Measurement]:
+    nbytes = on_device.numel()
+    host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
+    host.random_(0, 255)
+    variant = "pinned" if pinned else "pageable"
+    params = {"bytes": nbytes, "pinned": pinned}
+    h2d = timer.measure(lambda: on_device.copy_(host, non_blocking=pinned), block_s=0.05, blocks=blocks, max_s=5.0)
+    d2h = timer.measure(lambda: host.copy_(on_device, non_blocking=pinned), block_s=0.05, blocks=blocks, max_s=5.0)
+    return [
+        _bandwidth("h2d_bandwidth", device, variant, nbytes, h2d, params),
+        _bandwidth("d2h_bandwidth", device, variant, nbytes, d2h, params),
+    ]
 
 
 def _bandwidth(
