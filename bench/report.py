@@ -109,8 +109,16 @@ def measurement_table(measurements: list[Measurement]) -> Table:
         ("Parameters", "left", _params_cell),
     ]
     cells = [[render(m) for _, _, render in columns] for m in measurements]  # type: ignore[operator]
-    keep = [i for i in range(len(columns)) if any(row[i] for row in cells) or columns[i][0] in ("Figure", "Median")]
-    table = Table(title="Median of n repeats; spread = min and max relative to it")
+    # a column earns its width only if it tells rows apart: one device for every row needs no column
+    keep = [
+        i
+        for i, (name, _, _) in enumerate(columns)
+        if name in ("Figure", "Median")
+        or (any(row[i] for row in cells) and (name != "Device" or len({row[i] for row in cells}) > 1))
+    ]
+    devices = sorted({m.device or "" for m in measurements})
+    on = f" on {devices[0]}" if len(devices) == 1 and devices[0] else ""
+    table = Table(title=f"Median of n repeats{on}; spread = min and max relative to it")
     for i in keep:
         table.add_column(columns[i][0], justify=columns[i][1])  # type: ignore[arg-type]
     for row in cells:
@@ -131,7 +139,8 @@ def _energy_cell(m: Measurement) -> str:
 def _params_cell(m: Measurement) -> str:
     p = m.params
     if m.metric == "matmul_flops":
-        text = f"{p.get('m')}×{p.get('n')}×{p.get('k')}"
+        shape = [p.get("m"), p.get("n"), p.get("k")]
+        text = f"{shape[0]}³" if len(set(shape)) == 1 else "×".join(map(str, shape))
         if p.get("window_s"):
             text += f", {p['window_s']:.0f} s"
         if p.get("threads"):

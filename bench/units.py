@@ -41,5 +41,6 @@ def bytes_(value: float) -> str:
     """Memory sizes in binary units (GiB), as memory is sold and reported by the OS."""
     for scale, prefix in ((1024**4, "Ti"), (1024**3, "Gi"), (1024**2, "Mi"), (1024, "Ki")):
         if value >= scale:
-            return f"{value / scale:.1f} {prefix}B"
+            scaled = value / scale
+            return f"{scaled:.0f} {prefix}B" if scaled == round(scaled) else f"{scaled:.1f} {prefix}B"
     return f"{value:.0f} B"

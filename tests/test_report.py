@@ -41,7 +41,8 @@ def test_units_are_humanised_in_si() -> None:
     assert si(24.1e6, "bit/s") == "24.1 Mbit/s"
     assert si(0.0123, "s") == "12.3 ms"
     assert si(0.42, "ratio") == "42.0 %"
-    assert bytes_(128 * 1024**2) == "128.0 MiB"
+    assert bytes_(128 * 1024**2) == "128 MiB"
+    assert bytes_(1.5 * 1024**3) == "1.5 GiB"
 
 
 def test_table_shows_energy_and_efficiency_only_when_measured() -> None:
@@ -91,3 +92,17 @@ def test_compare_shows_efficiency_when_both_runs_have_energy() -> None:
     render_compare([doc("a" * 32, 1e14, 100.0), doc("b" * 32, 2e14, 400.0)], console)
     out = buffer.getvalue()
     assert "per watt" in out and "1 TFLOP/J" in out and "500 GFLOP/J" in out and "0.50x" in out
+
+
+def test_device_column_only_when_rows_are_on_several_devices() -> None:
+    cpu = _flops([1e11] * 3, params={"m": 1024, "n": 1024, "k": 1024})
+    console, buffer = _console()
+    console.print(measurement_table([cpu, _flops([2e11] * 3, params={"m": 512, "n": 256, "k": 128})]))
+    out = buffer.getvalue()
+    assert "Device" not in out and "repeats on cpu" in out
+    assert "1024³" in out and "512×256×128" in out
+    gpu = cpu.model_copy(update={"device": "cuda:0"})
+    console, buffer = _console()
+    console.print(measurement_table([cpu, gpu]))
+    out = buffer.getvalue()
+    assert "Device" in out and "cuda:0" in out and "repeats on" not in out
