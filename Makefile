@@ -1,21 +1,31 @@
 # flopwatt: `make run` probes this machine, `make test` runs the tests, `make bench` checks accuracy.
-PYTHON ?= python3
 VENV := .venv
+# A venv keeps its programs in Scripts/ on Windows (make from Git for Windows, MSYS2 or Chocolatey),
+# where the interpreter is python; bin/ and python3 everywhere else.
+ifeq ($(OS),Windows_NT)
+PYTHON ?= python
+BIN := $(VENV)/Scripts
+else
+PYTHON ?= python3
 BIN := $(VENV)/bin
+endif
 # A range in pyproject keeps whatever torch a machine already has (a gaming PC's CUDA or ROCm build);
 # a fresh venv gets this release. On Linux x86_64 PyPI's torch is the CUDA build; on Windows see README.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: setup run test bench gpu-check clean
 
-$(BIN)/flopwatt: pyproject.toml
+# Stamped when the install finishes, so an interrupted install is redone; pyproject changes redo it too.
+INSTALLED := $(VENV)/.flopwatt-installed
+
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-setup: $(BIN)/flopwatt
+setup: $(INSTALLED)
 
 run: setup
 	$(BIN)/flopwatt probe --quick
