@@ -1,6 +1,6 @@
 # flopwatt: `make run` probes this machine, `make test` runs the tests, `make bench` checks accuracy.
 VENV := .venv
-# A venv keeps its programs in Scripts/ on Windows (make from Git for Windows, MSYS2 or Chocolatey),
+# A venv keeps its programs in Scripts/ on Windows (make from MSYS2 or Chocolatey, in Git Bash),
 # where the interpreter is python; bin/ and python3 everywhere else.
 ifeq ($(OS),Windows_NT)
 PYTHON ?= python
