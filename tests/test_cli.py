@@ -128,6 +128,12 @@ def test_export_csv_and_json(probed: RunDocument, store: Store, tmp_path: Path) 
     assert Store(other_db).get(probed.run.id) == probed
 
 
+def test_bare_flopwatt_prints_the_help_not_an_error() -> None:
+    result = runner.invoke(app, [], prog_name="flopwatt")
+    assert "Commands" in result.output and "probe" in result.output
+    assert "error:" not in result.output
+
+
 def test_every_command_has_help() -> None:
     group = get_command(app)
     for name, command in group.commands.items():  # type: ignore[attr-defined]
