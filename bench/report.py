@@ -60,6 +60,7 @@ def render_run(doc: RunDocument, console: Console) -> None:
         console.print(f"{device.id}: {device.name} ({extra})")
     console.print(measurement_table(doc.measurements))
     warn_unstable(doc.measurements, console, host.virtualized)
+    warn_machine_load(doc.measurements, console)
     for item in doc.unavailable:
         what = " ".join(x for x in (item.probe, item.metric, item.dtype, item.device) if x)
         console.print(f"[yellow]unavailable[/yellow] {what}: {item.reason}")
@@ -158,6 +159,11 @@ def _params_cell(m: Measurement) -> str:
     return ", ".join(keep[:4])
 
 
+#: Share of the machine's CPU that other processes (or, in a VM, other guests via steal) may use
+#: while a probe runs before its figures are called into question: a few percent is a desktop idling.
+BUSY_MACHINE_SHARE = 0.05
+
+
 def warn_unstable(measurements: list[Measurement], console: Console, virtualized: bool | None = None) -> None:
     """Say which figures are noisy and what to do about it (pyperf's habit).
 
@@ -167,7 +173,8 @@ def warn_unstable(measurements: list[Measurement], console: Console, virtualized
     for m in measurements:
         if relative_spread(m) < UNSTABLE_SPREAD:
             continue
-        if virtualized and m.device == "cpu":
+        shared = (m.params.get("background_cpu") or 0.0) >= BUSY_MACHINE_SHARE
+        if virtualized and m.device == "cpu" and not shared:
             advice = "other guests share this virtual machine's host cores; compare runs made in the same minutes"
         else:
             advice = "close other programs, plug in the power, and re-run"
@@ -175,6 +182,28 @@ def warn_unstable(measurements: list[Measurement], console: Console, virtualized
             f"[yellow]warning[/yellow] {_label(m)} on {m.device}: spread (IQR) is "
             f"{relative_spread(m):.0%} of the median; {advice}"
         )
+
+
+def warn_machine_load(measurements: list[Measurement], console: Console) -> None:
+    """Say which probes shared the machine, once per probe and device (probes.background)."""
+    seen: dict[tuple[str, str | None], tuple[float, float]] = {}
+    for m in measurements:
+        background, steal = seen.get((m.probe, m.device), (0.0, 0.0))
+        seen[(m.probe, m.device)] = (
+            max(background, m.params.get("background_cpu") or 0.0),
+            max(steal, m.params.get("steal_cpu") or 0.0),
+        )
+    for (probe, device), (background, steal) in seen.items():
+        causes = []
+        if background >= BUSY_MACHINE_SHARE:
+            causes.append(f"other processes used {background:.0%} of the CPU")
+        if steal >= BUSY_MACHINE_SHARE:
+            causes.append(f"the hypervisor gave {steal:.0%} of this VM's CPU time to other guests")
+        if causes:
+            console.print(
+                f"[yellow]warning[/yellow] {probe} on {device}: {' and '.join(causes)} while it ran; "
+                "its figures show a shared machine, not this one alone"
+            )
 
 
 def render_runs(runs: list[RunSummary], console: Console) -> None:

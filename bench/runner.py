@@ -16,6 +16,7 @@ from bench.document import RunDocument, RunInfo, new_run_id, utc_now
 from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
 from probes import DEFAULT_PROBES, KNOWN_PROBES, PER_DEVICE_PROBES, collective, compute, memory, network, training
+from probes.background import CpuWatch
 from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
 from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
 from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
@@ -120,9 +121,10 @@ def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) 
                 progress(step, (index + min(max(fraction, 0.0), 1.0)) / len(tasks))
 
             try:
-                result.extend(
-                    _run_probe(probe, device, request, host.llc_bytes, meters[device.id], result.measurements, report)
-                )
+                watch = CpuWatch()
+                meter = meters[device.id]
+                found = _run_probe(probe, device, request, host.llc_bytes, meter, result.measurements, report)
+                result.extend(with_machine_load(found, watch.shares()))
             except ProbeError as exc:
                 failures.append(str(exc))
                 result.unavailable.append(Unavailable(probe=probe, device=device.id, reason=str(exc)))
@@ -205,6 +207,12 @@ def _run_probe(
             rank=net.rank, world=net.world, master=net.master, device=device.id, quick=request.quick, progress=progress
         )
     raise AssertionError(f"no probe named {probe}")
+
+
+def with_machine_load(result: ProbeResult, shares: dict[str, float]) -> ProbeResult:
+    """Each figure carries what else used the CPU while its probe ran (probes.background)."""
+    result.measurements = [m.model_copy(update={"params": {**m.params, **shares}}) for m in result.measurements]
+    return result
 
 
 def with_datasheet_peak(m: Measurement, devices: list[Device]) -> Measurement:

@@ -158,10 +158,12 @@ def repeatability(threads: int, runs: int = 5) -> dict:
 
     After each run its peers measure the same thing once (numpy over the run's matmul shapes,
     likwid-bench copy and stream at its array size), so the probe's spread can be read against
-    the spread the machine itself shows in the same minutes.
+    the spread the machine itself shows in the same minutes. Each run's machine load (the most
+    any of its probes saw of other processes and of steal) says whether the guest itself was busy.
     """
     figures: dict[str, list[float]] = {}
     peers: dict[str, list[float]] = {}
+    load: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(runs):
             env = {**os.environ, "FLOPWATT_DB": f"sqlite:///{Path(tmp) / 'repeat.db'}"}
@@ -169,6 +171,9 @@ def repeatability(threads: int, runs: int = 5) -> dict:
                 [sys.executable, "-m", "bench", "probe", "--quick", "--json"], env=env, capture_output=True, text=True, check=True
             )
             doc = RunDocument.model_validate_json(out.stdout)
+            # what else ran in this guest meanwhile (probes.background): near zero means the spread is the host's
+            for share in ("background_cpu", "steal_cpu"):
+                load.setdefault(share, []).append(max(m.params.get(share, 0.0) for m in doc.measurements))
             for m in doc.measurements:
                 if m.device != "cpu" or (m.metric == "matmul_flops" and m.dtype != "fp32"):
                     continue
@@ -188,6 +193,7 @@ def repeatability(threads: int, runs: int = 5) -> dict:
         "spread": spread,
         "peers": {"matmul": "numpy matmul over the run's shapes", "memory": "likwid-bench copy / stream", "runs": peers},
         "peer_spread": peer_spread,
+        "machine_load_per_run": load,
         "target": "< 0.03",
         "pass": all(s < 0.03 for s in spread.values()),
     }
