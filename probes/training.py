@@ -403,7 +403,11 @@ def measure_training(
     finally:
         _release(dev)
     result = ProbeResult()
-    result.measurements += _throughput_measurements(run, budget, cfg, device, dtype, peak_flops, measured_matmul_flops)
+    for m in _throughput_measurements(run, budget, cfg, device, dtype, peak_flops, measured_matmul_flops):
+        if m.metric == "train_mfu" and m.value > 1.0:
+            result.unavailable.append(_impossible_mfu(m))
+        else:
+            result.measurements.append(m)
     if peak_flops is None and measured_matmul_flops is None:
         result.unavailable.append(
             Unavailable(probe=PROBE, metric="train_mfu", device=device, dtype=dtype, reason="no peak FLOP/s known for this device and dtype")
@@ -414,6 +418,23 @@ def measure_training(
         result.measurements.append(largest)
     progress(f"training on {device}: done", 1.0)
     return result
+
+
+def _impossible_mfu(m: Measurement) -> Unavailable:
+    """Training cannot do more FLOP/s than the hardware: an MFU above 1 means the reference is wrong.
+
+    Against this run's matmul, the likeliest cause is a matmul measured while something else ran
+    (probes.background records it); against a datasheet, a card taken for a slower one.
+    """
+    cause = (
+        "the run's matmul figure was measured while the machine was slower than during training "
+        "(see the run's background_cpu); re-run on a quiet machine"
+        if m.variant == "measured-matmul"
+        else "the datasheet peak is below what training reached; the card may be misidentified"
+    )
+    return Unavailable(
+        probe=PROBE, metric="train_mfu", device=m.device, dtype=m.dtype, reason=f"{m.variant} MFU came out at {m.value:.2f}: {cause}"
+    )
 
 
 def _device(device: str) -> torch.device:

@@ -189,6 +189,14 @@ def test_mfu_without_any_peak_is_unavailable_with_a_reason() -> None:
     assert "peak" in missing.reason
 
 
+def test_an_mfu_above_one_is_refused_with_its_cause() -> None:
+    """A matmul figure measured under load (here: 1 MFLOP/s) would make training look faster than the hardware."""
+    result = measure_training("cpu", config=TINY, quick=True, peak_flops=1e15, measured_matmul_flops=1e6)
+    assert {(m.metric, m.variant) for m in result.measurements if m.metric == "train_mfu"} == {("train_mfu", "datasheet")}
+    [refused] = [u for u in result.unavailable if u.metric == "train_mfu"]
+    assert refused.reason.startswith("measured-matmul MFU came out at") and "background_cpu" in refused.reason
+
+
 def test_micro_batch_is_halved_until_the_step_fits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Host memory is the one thing faked: enough for batch 2 of this config, not batch 4."""
     cfg = GPTConfig(n_layer=2, n_embd=64, n_head=4, seq_len=64, vocab_size=4096, batch_size=8)
