@@ -432,9 +432,8 @@ def _impossible_mfu(m: Measurement) -> Unavailable:
         if m.variant == "measured-matmul"
         else "the datasheet peak is below what training reached; the card may be misidentified"
     )
-    return Unavailable(
-        probe=PROBE, metric="train_mfu", device=m.device, dtype=m.dtype, reason=f"{m.variant} MFU came out at {m.value:.2f}: {cause}"
-    )
+    reason = f"{m.variant} MFU came out at {m.value:.2f}: {cause}"
+    return Unavailable(probe=PROBE, metric="train_mfu", device=m.device, dtype=m.dtype, reason=reason)
 
 
 def _device(device: str) -> torch.device:
