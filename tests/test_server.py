@@ -164,6 +164,29 @@ def test_an_implausible_figure_is_stored_flagged_and_left_out_of_aggregates(serv
     assert count(url, "runs") == 4
 
 
+def test_a_run_measured_beside_other_work_is_stored_flagged_and_left_out(served) -> None:
+    base, _ = served
+    token = new_token(base)
+    assert _post_run(base, token, make_doc(bf16=150e12)).status_code == 201
+    shared = make_doc(bf16=40e12)
+    shared.measurements[0] = shared.measurements[0].model_copy(
+        update={"params": {**shared.measurements[0].params, "background_cpu": 0.6, "steal_cpu": 0.0}}
+    )
+    quiet_enough = make_doc(bf16=160e12)
+    quiet_enough.measurements[0] = quiet_enough.measurements[0].model_copy(
+        update={"params": {**quiet_enough.measurements[0].params, "background_cpu": 0.1}}
+    )
+    answer = _post_run(base, token, shared)
+    assert answer.status_code == 201
+    assert answer.json()["flagged_reason"] == "measurements.0: compute on cuda:0 ran while other processes used 60% of the CPU"
+    assert _post_run(base, token, quiet_enough).json()["flagged_reason"] is None
+    board = Leaderboard.model_validate(
+        httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).json()
+    )
+    [row] = board.rows
+    assert row.count == 2 and row.median == 155e12
+
+
 def test_the_leaderboard_gives_percentiles_per_watt_and_per_dollar(served) -> None:
     """The same figures on both engines: PostgreSQL's percentile_cont and the SQLite path agree."""
     base, _ = served

@@ -33,7 +33,7 @@ from bench.hardware import find_card
 from bench.orm import SubmissionRow
 from bench.server.errors import ApiError
 from bench.server.repository import Repository, RunFilter, StagedRun
-from bench.server.validation import check_document, device_model, implausible, leaderboard_dtype
+from bench.server.validation import check_document, device_model, implausible, leaderboard_dtype, shared_machine
 from probes.measurement import METRICS
 
 #: Units of figures where more is better and "per watt" and "per dollar" mean something.
@@ -150,7 +150,7 @@ class Service:
             check_document(doc)
         except ApiError as exc:
             raise ApiError(exc.status, path + exc.field, exc.message) from None
-        reasons = implausible(doc)
+        reasons = implausible(doc) + shared_machine(doc)
         flagged = "; ".join(reasons) if reasons else None
         submission = {
             "run_id": doc.run.id,

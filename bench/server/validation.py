@@ -22,6 +22,10 @@ from probes.measurement import Measurement
 PLAUSIBLE_FACTOR = 2.0
 #: A GPU drawing less than this share of its board power while measured did not do the work it claims.
 MIN_POWER_SHARE = 0.05
+#: A probe that shared the machine with other processes (or, in a VM, lost time to other guests)
+#: for this share of its CPU capacity measured the sharing, not the machine (probes.background).
+#: The client warns from 5 %; the leaderboard leaves a run out from here.
+SHARED_MACHINE_SHARE = 0.25
 #: Identifiers that end up in database indexes stay short (PostgreSQL caps an index entry near 2.7 kB).
 MAX_KEY_CHARS = 128
 #: BIGINT columns (memory_bytes) hold at most this.
@@ -136,6 +140,24 @@ def implausible(doc: RunDocument) -> list[str]:
                 f"{card.name} board power ({card.board_power_w:.0f} W)"
             )
     return reasons
+
+
+def shared_machine(doc: RunDocument) -> list[str]:
+    """Why this run's probes measured a machine busy with something else; empty when none did.
+
+    Such figures are real but low, and would pull the leaderboard's percentiles down. One reason
+    per probe and device: every figure of a probe carries the same window's shares.
+    """
+    reasons = {}
+    for i, m in enumerate(doc.measurements):
+        for share, what in (("background_cpu", "other processes used"), ("steal_cpu", "the hypervisor took")):
+            value = m.params.get(share)
+            if isinstance(value, (int, float)) and value >= SHARED_MACHINE_SHARE:
+                reasons.setdefault(
+                    (m.probe, m.device, share),
+                    f"measurements.{i}: {m.probe} on {m.device} ran while {what} {value:.0%} of the CPU",
+                )
+    return list(reasons.values())
 
 
 def _datasheet_limit(card: Card, m: Measurement) -> float | None:
