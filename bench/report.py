@@ -186,6 +186,13 @@ def warn_unstable(measurements: list[Measurement], console: Console, virtualized
 
 def warn_machine_load(measurements: list[Measurement], console: Console) -> None:
     """Say which probes shared the machine, once per probe and device (probes.background)."""
+    for note in machine_load_notes(measurements):
+        console.print(f"[yellow]warning[/yellow] {note}; its figures show a shared machine, not this one alone")
+
+
+def machine_load_notes(measurements: list[Measurement]) -> list[str]:
+    """"compute on cpu: other processes used 39% of the CPU while it ran", per probe and device past
+    BUSY_MACHINE_SHARE, taking the worst window where a probe left several."""
     seen: dict[tuple[str, str | None], tuple[float, float]] = {}
     for m in measurements:
         background, steal = seen.get((m.probe, m.device), (0.0, 0.0))
@@ -193,6 +200,7 @@ def warn_machine_load(measurements: list[Measurement], console: Console) -> None
             max(background, m.params.get("background_cpu") or 0.0),
             max(steal, m.params.get("steal_cpu") or 0.0),
         )
+    notes = []
     for (probe, device), (background, steal) in seen.items():
         causes = []
         if background >= BUSY_MACHINE_SHARE:
@@ -200,10 +208,8 @@ def warn_machine_load(measurements: list[Measurement], console: Console) -> None
         if steal >= BUSY_MACHINE_SHARE:
             causes.append(f"the hypervisor gave {steal:.0%} of this VM's CPU time to other guests")
         if causes:
-            console.print(
-                f"[yellow]warning[/yellow] {probe} on {device}: {' and '.join(causes)} while it ran; "
-                "its figures show a shared machine, not this one alone"
-            )
+            notes.append(f"{probe} on {device}: {' and '.join(causes)} while it ran")
+    return notes
 
 
 def render_runs(runs: list[RunSummary], console: Console) -> None:
@@ -251,6 +257,8 @@ def comparability_warnings(docs: list[RunDocument]) -> list[str]:
         ):
             if a != b:
                 warnings.append(f"run {doc.run.id[:12]} differs from {base.run.id[:12]} in {label}: {b} vs {a}")
+    for doc in docs:
+        warnings += [f"run {doc.run.id[:12]} shared its machine: {note}" for note in machine_load_notes(doc.measurements)]
     return warnings
 
 

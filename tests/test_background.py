@@ -15,7 +15,8 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from bench.report import render_run, warn_machine_load
+from bench.document import new_run_id
+from bench.report import comparability_warnings, render_run, warn_machine_load
 from bench.runner import ProbeRequest, run_probes
 from probes.background import CpuWatch
 from probes.measurement import Measurement
@@ -62,6 +63,15 @@ def test_a_probe_run_records_the_load_and_the_report_names_it_once() -> None:
     render_run(doc, Console(file=buffer, width=200, color_system=None))
     warnings = [line for line in buffer.getvalue().splitlines() if "other processes used" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning memory on cpu:"), buffer.getvalue()
+    # compare says which of the runs shared its machine
+    quiet = doc.model_copy(
+        update={
+            "run": doc.run.model_copy(update={"id": new_run_id()}),
+            "measurements": [m.model_copy(update={"params": {**m.params, "background_cpu": 0.0}}) for m in doc.measurements],
+        }
+    )
+    [note] = comparability_warnings([quiet, doc])
+    assert note.startswith(f"run {doc.run.id[:12]} shared its machine: memory on cpu: other processes used")
 
 
 def _figure(probe: str, device: str, **params: float) -> Measurement:
