@@ -47,14 +47,61 @@ def render(results: dict, console: Console) -> None:
                 )  # fmt: skip
         rep = acc["repeatability"]
         for name, spread in rep["spread"].items():
+            peer = rep["peer_spread"].get(name)
             table.add_row(
-                f"repeat {name}", f"{spread:.1%}", "", "", rep["target"], "yes" if spread < 0.03 else "NO",
-                f"max/min - 1 over {rep['runs']} `probe --quick` runs",
+                f"repeat {name}", f"{spread:.1%}", f"{peer:.1%}" if peer is not None else "", "", rep["target"],
+                "yes" if spread < 0.03 else "NO", f"max/min - 1 over {rep['runs']} `probe --quick` runs (peer: same minutes)",
+            )  # fmt: skip
+        load = rep.get("machine_load_per_run", {})
+        if load:
+            table.add_row(
+                "repeat: machine load, worst run", f"{max(load.get('background_cpu', [0.0])):.1%} other processes",
+                f"{max(load.get('steal_cpu', [0.0])):.1%} steal", "", "", "", "near 0: the spread is the host's",
             )  # fmt: skip
         console.print(table)
-    for name, section in results.items():
-        if name != "accuracy" and isinstance(section, dict):
-            console.print(f"[bold]{name}[/bold]: " + json.dumps(section, default=str)[:2000])
+    for name in SECTIONS:
+        if name != "accuracy" and isinstance(results.get(name), dict):
+            render_section(name, results[name], console)
+
+
+def render_section(name: str, section: dict, console: Console) -> None:
+    """A section's figures as `path  value` rows, and each list of records as a table of its own.
+
+    Every section returns its own shape of dict; the JSON file keeps it all, this is for reading.
+    """
+    table = Table(title=name, show_header=False)
+    records: list[tuple[str, list[dict]]] = []
+
+    def walk(path: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{path}.{key}" if path else str(key), item)
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            records.append((path, value))
+        elif isinstance(value, list):
+            shown = ", ".join(_cell(item) for item in value[:6])
+            table.add_row(path, shown + (f", … ({len(value)} in all)" if len(value) > 6 else ""))
+        else:
+            table.add_row(path, _cell(value))
+
+    walk("", section)
+    console.print(table)
+    for path, rows in records:
+        columns = list(dict.fromkeys(key for row in rows for key, item in row.items() if not isinstance(item, (dict, list))))
+        sub = Table(title=f"{name}: {path}")
+        for column in columns:
+            sub.add_column(column)
+        for row in rows:
+            sub.add_row(*(_cell(row.get(column)) for column in columns))
+        console.print(sub)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
 def main(argv: list[str]) -> None:
