@@ -139,6 +139,8 @@ class EnergyMeter(ABC):
         self._idle_watts: float | None = None
         self._t0: float | None = None
         self._begin_failure: str | None = None
+        #: A meter that samples during a window (NVML, RAPL) starts this thread in _begin.
+        self._sampler: Sampler | None = None
 
     @property
     def idle_watts(self) -> float | None:
@@ -167,6 +169,9 @@ class EnergyMeter(ABC):
             raise RuntimeError(f"no window is open on {self.device}")
         if sync is not None:
             sync()
+        # Before the end is read: joining the thread can take a poll interval or more, which the
+        # counters read right after t1 would otherwise count against a window that had ended.
+        self._stop_sampler()
         t1 = self._clock()
         seconds = max(0.0, t1 - self._t0)
         self._t0 = None
@@ -221,6 +226,12 @@ class EnergyMeter(ABC):
 
     def close(self) -> None:
         """Release the sensor (NVML handle, threads). Safe to call twice."""
+        self._stop_sampler()
+
+    def _stop_sampler(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
 
     def _unavailable(self, reason: str, seconds: float, *, too_short: bool = False) -> WindowResult:
         return WindowResult(

@@ -285,7 +285,6 @@ class NvmlMeter(EnergyMeter):
         self._reasons_seen: set[str] = set()
         self._polls = 0
         self._window_failure: EnergyError | None = None
-        self._sampler: Sampler | None = None
 
     @classmethod
     def open(cls, cuda_index: int, *, nvml: Any = None, **options: Any) -> EnergyMeter:
@@ -302,9 +301,7 @@ class NvmlMeter(EnergyMeter):
             return NullMeter(device, str(exc))
 
     def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.stop()
-            self._sampler = None
+        super().close()
         self._lib.shutdown()
 
     # -- sensor reads -------------------------------------------------------------------------
@@ -437,16 +434,14 @@ class NvmlMeter(EnergyMeter):
                     self._series.setdefault(name, []).append(value)
 
     def _end(self, t1: float) -> Sample:
-        if self._sampler is not None:
-            self._sampler.stop()
-            self._sampler = None
         with self._noting_loss():
             if self._window_failure is not None:
                 raise self._window_failure
+            # the counter first, right after t1, as _begin reads it right after t0
+            counter1_mj = self._read_counter_mj() if self.method == "nvml-counter" else 0
             self._sample(t1, telemetry=True)
             seconds = t1 - self._window_t0
             if self.method == "nvml-counter":
-                counter1_mj = self._read_counter_mj()
                 if counter1_mj < self._counter0_mj:
                     raise SensorLost("the NVML energy counter went backwards (driver reloaded?)")
                 joules = (counter1_mj - self._counter0_mj) / 1000.0

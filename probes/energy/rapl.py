@@ -197,7 +197,6 @@ class RaplMeter(EnergyMeter):
         self._window_failure: EnergyError | None = None
         self._peak_w: float | None = None
         self._last_poll_t_s = 0.0
-        self._sampler: Sampler | None = None
 
     def _counters(self, t_s: float) -> list[_ZoneCounter]:
         return [_ZoneCounter(z, read_energy_uj(z, self._read_text), t_s, self._max_package_w) for z in self.zones]
@@ -232,9 +231,6 @@ class RaplMeter(EnergyMeter):
             self._peak_w = watts if self._peak_w is None else max(self._peak_w, watts)
 
     def _end(self, t1: float) -> Sample:
-        if self._sampler is not None:
-            self._sampler.stop()
-            self._sampler = None
         if self._window_failure is None:
             self._record(t1)
         if self._window_failure is not None:
@@ -254,10 +250,6 @@ class RaplMeter(EnergyMeter):
             clock_hz=_cpu_clock_hz(),
         )
 
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.stop()
-            self._sampler = None
 
 
 def _cpu_clock_hz() -> float | None:
