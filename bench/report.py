@@ -191,8 +191,8 @@ def warn_machine_load(measurements: list[Measurement], console: Console) -> None
 
 
 def machine_load_notes(measurements: list[Measurement]) -> list[str]:
-    """"compute on cpu: other processes used 39% of the CPU while it ran", per probe and device past
-    BUSY_MACHINE_SHARE, taking the worst window where a probe left several."""
+    """One line per probe and device whose load passed BUSY_MACHINE_SHARE, such as "compute on cpu:
+    other processes used 39% of the CPU while it ran"; the worst window counts where there are several."""
     seen: dict[tuple[str, str | None], tuple[float, float]] = {}
     for m in measurements:
         background, steal = seen.get((m.probe, m.device), (0.0, 0.0))
