@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.document import RunDocument
+from benchmarks.speed_bench import timed_probe
 from probes.compute import MatmulPlan, measure_matmul
 from probes.inventory import last_level_cache_bytes
 from probes.memory import measure_memory
@@ -166,11 +166,7 @@ def repeatability(threads: int, runs: int = 5) -> dict:
     load: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(runs):
-            env = {**os.environ, "FLOPWATT_DB": f"sqlite:///{Path(tmp) / 'repeat.db'}"}
-            out = subprocess.run(
-                [sys.executable, "-m", "bench", "probe", "--quick", "--json"], env=env, capture_output=True, text=True, check=True
-            )
-            doc = RunDocument.model_validate_json(out.stdout)
+            _, doc = timed_probe(["--quick"], f"sqlite:///{Path(tmp) / 'repeat.db'}")
             # what else ran in this guest meanwhile (probes.background): near zero means the spread is the host's
             for share in ("background_cpu", "steal_cpu"):
                 load.setdefault(share, []).append(max(m.params.get(share, 0.0) for m in doc.measurements))

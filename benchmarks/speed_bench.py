@@ -19,7 +19,8 @@ from bench.document import RunDocument
 TARGETS_S = {"quick": 60.0, "full": 300.0}
 
 
-def _timed_probe(args: list[str], db: str) -> tuple[float, RunDocument]:
+def timed_probe(args: list[str], db: str) -> tuple[float, RunDocument]:
+    """`flopwatt probe ARGS --json` in a fresh process storing into `db`: its wall seconds and run document."""
     env = {**os.environ, "FLOPWATT_DB": db}
     start = time.perf_counter()
     out = subprocess.run(
@@ -33,7 +34,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{Path(tmp) / 'speed.db'}"
         for name, args in (("quick", ["--quick"]), ("full", [])):
-            wall, doc = _timed_probe(args, db)
+            wall, doc = timed_probe(args, db)
             results[name] = {
                 "wall_s": wall,
                 "run_s": (doc.run.finished_at - doc.run.started_at).total_seconds(),
