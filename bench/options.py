@@ -1,10 +1,11 @@
-"""Command-line options shared by several commands."""
+"""Command-line options and the output console shared by the commands."""
 
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 DbOption = Annotated[
     Optional[str],
@@ -18,3 +19,8 @@ EstimateCpuPowerOption = Annotated[
         help="Where RAPL is unreadable, estimate CPU power from TDP x load (always labelled estimated).",
     ),
 ]
+
+
+def stdout() -> Console:
+    """Where a command prints its result: no automatic highlighting, so figures keep one colour."""
+    return Console(highlight=False)
