@@ -13,7 +13,7 @@ endif
 # a fresh venv gets this release. On Linux x86_64 PyPI's torch is the CUDA build; on Windows see README.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test bench gpu-check clean
+.PHONY: setup run test bench gpu-check mutation clean
 
 # Stamped when the install finishes, so an interrupted install is redone; pyproject changes redo it too.
 INSTALLED := $(VENV)/.flopwatt-installed
@@ -40,5 +40,17 @@ bench: setup
 gpu-check: setup
 	$(BIN)/python -m benchmarks.gpu_check
 
+# Mutation testing (tests/mutation.py, which maps each module to its tests): not part of `make test`,
+# it runs a module's tests once per mutant. `make mutation MODULE=bench/server/validation.py` runs one
+# target; niced, since it keeps a core busy for minutes to hours. Output: .mutation/ (ignored).
+MUTATION_INSTALLED := $(VENV)/.flopwatt-mutation-installed
+
+$(MUTATION_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
+	touch $@
+
+mutation: $(MUTATION_INSTALLED)
+	nice -n 10 $(BIN)/python tests/mutation.py $(MODULE)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mutation
