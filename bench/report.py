@@ -5,12 +5,18 @@ Every function renders onto the Console it is given, so tests render to a fixed-
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import statistics
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from bench.cards import CardFigure
 from bench.document import RunDocument
+from bench.hardware import normalize_dtype
 from bench.store import RunSummary
 from bench.units import bytes_, si
 from probes.measurement import Measurement
@@ -58,7 +64,9 @@ def render_run(doc: RunDocument, console: Console) -> None:
             if part
         )
         console.print(f"{device.id}: {device.name} ({extra})")
-    console.print(measurement_table(doc.measurements))
+    console.print("Median of n repeats; spread = min and max relative to the median")
+    for table in measurement_tables(doc.measurements, console.width):
+        console.print(table)
     warn_unstable(doc.measurements, console, host.virtualized)
     warn_machine_load(doc.measurements, console)
     for item in doc.unavailable:
@@ -87,7 +95,19 @@ LABELS = {
 
 
 def _label(m: Measurement) -> str:
-    return " ".join(x for x in (LABELS.get(m.metric, m.metric), m.dtype, m.variant) if x)
+    return " ".join(x for x in (LABELS.get(m.metric, m.metric), _short_dtype(m.dtype), _variant(m.variant)) if x)
+
+
+def _short_dtype(dtype: str | None) -> str | None:
+    """"float32" -> "fp32": the table's spelling, whatever the probe wrote."""
+    return normalize_dtype(dtype) if dtype else None
+
+
+def _variant(variant: str | None) -> str | None:
+    """A message size such as "4194304B" reads as "4 MiB"."""
+    if variant and re.fullmatch(r"\d+B", variant):
+        return bytes_(int(variant[:-1]))
+    return variant
 
 
 def _spread(m: Measurement) -> str:
@@ -96,8 +116,26 @@ def _spread(m: Measurement) -> str:
     return f"-{(m.value - m.min) / m.value:.0%} +{(m.max - m.value) / m.value:.0%}"
 
 
-def measurement_table(measurements: list[Measurement]) -> Table:
-    """One row per figure; columns with nothing to show (no peak known, no energy) are left out."""
+def measurement_tables(measurements: list[Measurement], width: int | None = None) -> list[Table]:
+    """One table per probe and device, in the order the probes ran: each shows only the columns its
+    figures need, so a run with GPU dtypes and all-reduce sizes still fits 80 columns."""
+    groups: dict[tuple[str, str | None], list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.probe, m.device), []).append(m)
+    return [
+        measurement_table(group, title=f"{probe} on {device}" if device else probe, width=width)
+        for (probe, device), group in groups.items()
+    ]
+
+
+#: The Parameters column needs this much room to be worth showing; narrower, it is left out.
+PARAMETERS_MIN_WIDTH = 14
+
+
+def measurement_table(measurements: list[Measurement], *, title: str | None = None, width: int | None = None) -> Table:
+    """One row per figure; columns with nothing to show (no peak known, no energy) are left out, and
+    Parameters too where `width` leaves them no room (`show --json` has them all). Figure names and
+    numbers never wrap."""
     columns: list[tuple[str, str, object]] = [
         ("Figure", "left", _label),
         ("Device", "left", lambda m: m.device or ""),
@@ -105,7 +143,7 @@ def measurement_table(measurements: list[Measurement]) -> Table:
         ("Spread", "right", _spread),
         ("n", "right", lambda m: str(m.n)),
         ("Peak", "right", lambda m: f"{m.peak_fraction:.0%}" if m.peak_fraction is not None else ""),
-        ("Energy", "right", _energy_cell),
+        ("Power", "right", _power_cell),
         ("Efficiency", "right", _efficiency_cell),
         ("Parameters", "left", _params_cell),
     ]
@@ -117,11 +155,17 @@ def measurement_table(measurements: list[Measurement]) -> Table:
         if name in ("Figure", "Median")
         or (any(row[i] for row in cells) and (name != "Device" or len({row[i] for row in cells}) > 1))
     ]
-    devices = sorted({m.device or "" for m in measurements})
-    on = f" on {devices[0]}" if len(devices) == 1 and devices[0] else ""
-    table = Table(title=f"Median of n repeats{on}; spread = min and max relative to it")
+    fixed = [i for i in keep if columns[i][0] != "Parameters"]
+    needed = sum(max(len(columns[i][0]), *(len(row[i]) for row in cells)) for i in fixed) + 2 * len(fixed)
+    caption = None
+    if width is not None and len(fixed) < len(keep) and needed + PARAMETERS_MIN_WIDTH > width:
+        keep, caption = fixed, "parameters left out at this width: see flopwatt show RUN --json"
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)  # fmt: skip
     for i in keep:
-        table.add_column(columns[i][0], justify=columns[i][1])  # type: ignore[arg-type]
+        name, justify, _ = columns[i]
+        wraps = name == "Parameters"
+        table.add_column(name, justify=justify, no_wrap=not wraps, min_width=PARAMETERS_MIN_WIDTH if wraps else None)  # type: ignore[arg-type]
     for row in cells:
         table.add_row(*(row[i] for i in keep))
     return table
@@ -131,10 +175,11 @@ def _efficiency_cell(m: Measurement) -> str:
     return si(m.efficiency, EFFICIENCY_UNITS.get(m.unit, m.unit + "/W")) if m.efficiency else ""
 
 
-def _energy_cell(m: Measurement) -> str:
-    if m.energy is None or m.energy.joules is None:
+def _power_cell(m: Measurement) -> str:
+    """Average power over the figure's window (its joules and seconds are in --json)."""
+    if m.energy is None or not m.energy.watts_avg:
         return ""  # why is listed once per device below the table (the idle-power line)
-    return f"{m.energy.joules:.3g} J @ {m.energy.watts_avg or 0:.0f} W"
+    return f"{m.energy.watts_avg:.0f} W"
 
 
 def _params_cell(m: Measurement) -> str:
@@ -151,6 +196,10 @@ def _params_cell(m: Measurement) -> str:
         return text
     if m.metric.startswith("train_") and "n_layer" in p:
         return f"{p['n_layer']}L×{p.get('n_embd')}, seq {p.get('seq_len')}, batch {p.get('batch_size', '-')}"
+    if m.probe == "collective":
+        size = bytes_(p["bytes"]) if m.metric == "allreduce_latency" and p.get("bytes") else ""  # busbw: in the name
+        return ", ".join(x for x in (size, f"{p['world']} ranks" if p.get("world") else "", p.get("backend", ""),
+                                     f"{p['iterations']} iter" if p.get("iterations") else "") if x)  # fmt: skip
     if "bytes_per_array" in p:
         return f"{bytes_(p['bytes_per_array'])}, {p.get('threads') or '-'} thr"
     if "bytes" in p:
@@ -165,23 +214,59 @@ BUSY_MACHINE_SHARE = 0.05
 
 
 def warn_unstable(measurements: list[Measurement], console: Console, virtualized: bool | None = None) -> None:
-    """Say which figures are noisy and what to do about it (pyperf's habit).
+    """Say which figures are noisy and what to do about it (pyperf's habit): one line per probe, device
+    and cause, however many figures share it.
 
-    On a virtual machine a noisy CPU figure usually comes from other guests on the same host, which
-    nothing inside the guest can quiet (docs/measurements.md: numpy and likwid-bench move as much).
+    A probe that shared the machine is left to warn_machine_load, which names that cause. A
+    collective whose ranks all ran on this machine is noisy because its peers share the cores: that
+    is expected, and the advice says so. On a virtual machine a noisy CPU figure usually comes from
+    other guests on the same host, which nothing inside the guest can quiet (docs/measurements.md:
+    numpy and likwid-bench move as much).
     """
+    groups: dict[tuple[str, str | None, str], list[Measurement]] = {}
     for m in measurements:
-        if relative_spread(m) < UNSTABLE_SPREAD:
+        if relative_spread(m) < UNSTABLE_SPREAD or (_busy(m) and not same_host_peers(m)):
             continue
-        shared = (m.params.get("background_cpu") or 0.0) >= BUSY_MACHINE_SHARE
-        if virtualized and m.device == "cpu" and not shared:
-            advice = "other guests share this virtual machine's host cores; compare runs made in the same minutes"
+        groups.setdefault((m.probe, m.device, _noise_advice(m, virtualized)), []).append(m)
+    for (probe, device, advice), noisy in groups.items():
+        spreads = sorted(relative_spread(m) for m in noisy)
+        if len(noisy) == 1:
+            what = f"{_label(noisy[0])} on {device}: spread (IQR) is {spreads[0]:.0%} of the median"
         else:
-            advice = "close other programs, plug in the power, and re-run"
-        console.print(
-            f"[yellow]warning[/yellow] {_label(m)} on {m.device}: spread (IQR) is "
-            f"{relative_spread(m):.0%} of the median; {advice}"
-        )
+            labels = [_label(m) for m in noisy]
+            named = ", ".join(labels) if len(labels) <= 3 else f"{labels[0]} … {labels[-1]}"
+            what = (f"{probe} on {device}: {len(noisy)} figures ({named}) spread (IQR) "
+                    f"{spreads[0]:.0%}-{spreads[-1]:.0%} of their median")  # fmt: skip
+        console.print(f"[yellow]warning[/yellow] {what}; {advice}")
+
+
+def _noise_advice(m: Measurement, virtualized: bool | None) -> str:
+    peers = same_host_peers(m)
+    if peers:
+        who = "its peer rank runs" if peers == 1 else f"its {peers} peer ranks run"
+        shares = "shares" if peers == 1 else "share"
+        return (f"expected: {who} on this machine (rank 0 at {m.params.get('master')}) and {shares} its cores, so "
+                "these figures measure this machine, not a link; run the ranks on separate machines for that")
+    if virtualized and m.device == "cpu":
+        return "other guests share this virtual machine's host cores; compare runs made in the same minutes"
+    return "close other programs, plug in the power, and re-run"
+
+
+def same_host_peers(m: Measurement) -> int:
+    """How many other ranks of a collective ran on this machine, where that is certain: all of them
+    when rank 0 listened on a loopback address, which only this machine's processes can reach."""
+    if m.probe != "collective":
+        return 0
+    host = str(m.params.get("master") or "").rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return max(0, int(m.params.get("world") or 1) - 1) if loopback else 0
+
+
+def _busy(m: Measurement) -> bool:
+    return max(m.params.get("background_cpu") or 0.0, m.params.get("steal_cpu") or 0.0) >= BUSY_MACHINE_SHARE
 
 
 def warn_machine_load(measurements: list[Measurement], console: Console) -> None:
@@ -192,12 +277,15 @@ def warn_machine_load(measurements: list[Measurement], console: Console) -> None
 
 def machine_load_notes(measurements: list[Measurement]) -> list[str]:
     """One line per probe and device whose load passed BUSY_MACHINE_SHARE, such as "compute on cpu:
-    other processes used 39% of the CPU while it ran"; the worst window counts where there are several."""
+    other processes used 39% of the CPU while it ran"; the worst window counts where there are several.
+
+    The CPU that a collective's peer ranks on this same machine use is the probe's own work, not another
+    program's, so it is not counted (the hypervisor's steal still is)."""
     seen: dict[tuple[str, str | None], tuple[float, float]] = {}
     for m in measurements:
         background, steal = seen.get((m.probe, m.device), (0.0, 0.0))
         seen[(m.probe, m.device)] = (
-            max(background, m.params.get("background_cpu") or 0.0),
+            max(background, 0.0 if same_host_peers(m) else m.params.get("background_cpu") or 0.0),
             max(steal, m.params.get("steal_cpu") or 0.0),
         )
     notes = []
@@ -300,3 +388,65 @@ def render_compare(docs: list[RunDocument], console: Console) -> None:
     console.print(table)
     for warning in comparability_warnings(docs):
         console.print(f"[yellow]warning[/yellow] {warning}")
+
+
+# -- one run beside reference cards (compare RUN --card) -------------------------------------------
+
+
+def render_cards(doc: RunDocument, figures: list[CardFigure], own: set[str], console: Console) -> None:
+    """One table per figure of the run, a row per card; every card figure cites its source below."""
+    console.print(
+        f"Run {doc.run.id[:12]} beside reference cards. Ratio: this run ÷ the card's figure, the one measured "
+        "and published where there is one (Achieved), else the datasheet's. N: how many of this machine "
+        "add up to one card.",
+        soft_wrap=False,
+    )
+    sources: dict[str, int] = {}
+
+    def cite(value: float | None, unit: str, source: str | None) -> str:
+        if value is None or source is None:
+            return "–"
+        number = sources.setdefault(source, len(sources) + 1)
+        return f"{_figure(value, unit)} [{number}]"
+
+    groups: dict[tuple[str, str | None, str | None, str | None, bool], list[CardFigure]] = {}
+    for f in figures:
+        groups.setdefault((f.metric, f.dtype, f.variant, f.device, f.per_watt), []).append(f)
+    for rows in groups.values():
+        first = rows[0]
+        label = _card_label(first) + (" per watt" if first.per_watt else "")
+        on = f" on {first.device}" if first.device else ""
+        table = Table(title=f"{label}{on}: this run {_figure(first.value, first.unit)}", title_justify="left")
+        for column in ("Card", "Datasheet", "Achieved", "Ratio", "N"):
+            table.add_column(column, justify="left" if column == "Card" else "right")
+        for f in rows:
+            name = f.card.name + (" (this run's)" if f.card.key in own else "")
+            achieved = cite(f.achieved.value, f.unit, f"{f.achieved.source} ({f.achieved.date})") if f.achieved else "–"
+            table.add_row(name, cite(f.datasheet, f.unit, f.datasheet_source), achieved,
+                          _times(f.ratio), _count(f.machines_per_card))  # fmt: skip
+        console.print(table)
+    console.print("Sources")
+    for source, number in sources.items():
+        console.print(f"[{number}] {escape(source)}", soft_wrap=True)
+
+
+def _card_label(f: CardFigure) -> str:
+    if f.metric == "memory_bytes":
+        return "memory size"
+    return " ".join(x for x in (LABELS.get(f.metric, f.metric), _short_dtype(f.dtype), f.variant) if x)
+
+
+def _figure(value: float, unit: str) -> str:
+    return bytes_(value) if unit == "B" else si(value, unit)
+
+
+def _times(ratio: float | None) -> str:
+    if ratio is None:
+        return "–"
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return ""
+    return f"{n:,.0f}" if n >= 100 else f"{n:.3g}"

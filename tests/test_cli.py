@@ -150,7 +150,7 @@ def test_every_command_has_help() -> None:
         (["probe", "--device", "cuda:3"], "--device cuda:3"),
         (["show", "abcdef12"], "no run 'abcdef12'"),
         (["show", "ab"], "too short"),
-        (["compare", "latest"], "at least two runs"),
+        (["compare", "latest", "--card", "voodoo2"], "unknown card 'voodoo2'"),
         (["import", "/nonexistent/run.json"], "cannot read /nonexistent/run.json"),
         # click's own usage errors, which typer would draw as a box under the usage text
         (["probe", "--bogus"], "No such option: --bogus (see 'flopwatt probe --help')"),
