@@ -74,6 +74,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown, not rich markup: a docstring's line breaks inside a paragraph join into one sentence at any
+    # width (rich mode keeps them in the command list), and "[default: ...]" stays text instead of a tag.
+    rich_markup_mode="markdown",
 )
 
 # In the order `flopwatt --help` lists them: measure, look, share, project, serve.

@@ -1,16 +1,20 @@
 """`flopwatt monitor`: watch power, clocks and temperature live, or measure the energy of a command.
 
 Measuring (`measure_command`, `watch`'s readings) is kept apart from rendering (`render_*`), and
-both take the meters and the rich Console from the caller, so tests pass their own.
+both take the meters and the rich Console from the caller, so tests pass their own. With --json,
+stdout holds only JSON: the stored run document, or one line of readings per interval when
+watching; the tables and the measured command's own output go to stderr.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -19,7 +23,7 @@ from rich.table import Table
 
 from bench.document import utc_now
 from bench.errors import FlopwattError
-from bench.options import DbOption, EstimateCpuPowerOption
+from bench.options import DbOption, EstimateCpuPowerOption, JsonOption
 from bench.store import Store
 from probes.energy import EnergyMeter, PowerReading, WindowResult, meters_for_host
 from probes.measurement import Measurement, ProbeResult, Unavailable
@@ -34,25 +38,32 @@ def monitor(
         typer.Argument(help="A command to run and measure, after --; without one, watch live.", show_default=False),
     ] = None,
     estimate_cpu_power: EstimateCpuPowerOption = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
 ) -> ProbeResult | None:
     """Watch power, clocks and temperature of every device (Ctrl-C stops), or measure a command's energy."""
-    console = Console()
+    console = Console(stderr=as_json)
     meters = meters_for_host(estimate_cpu_power=estimate_cpu_power)
     try:
         if not command:
-            watch(meters, console, interval_s=interval)
+            if as_json:
+                watch_json(meters, interval_s=interval)
+            else:
+                watch(meters, console, interval_s=interval)
             return None
         from bench.runner import inventory, run_document  # torch, which only this branch needs
 
         store = Store(db)  # opened first: a bad database fails before the command runs
         started = utc_now()
-        result = measure_command(command, meters, console)
+        # with --json the command's own output goes to stderr (file descriptor 2), keeping stdout JSON
+        result = measure_command(command, meters, console, command_stdout=2 if as_json else None)
         host, devices, missing = inventory()
         doc = run_document("monitor -- " + shlex.join(command), started, host, devices, result)
         doc.unavailable.extend(missing)
         store.save(doc)
         console.print(f"Stored as run [bold]{doc.run.id[:12]}[/bold] in {store.url}")
+        if as_json:
+            print(doc.to_json())
         return result
     finally:
         for meter in meters:
@@ -62,15 +73,18 @@ def monitor(
 # -- measuring -------------------------------------------------------------------------------
 
 
-def _run(command: Sequence[str]) -> int:
+def _run(command: Sequence[str], stdout: int | None = None) -> int:
     try:
-        return subprocess.run(list(command), check=False).returncode
+        return subprocess.run(list(command), check=False, stdout=stdout).returncode
     except OSError as exc:
         raise FlopwattError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
 
 
-def measure_command(command: Sequence[str], meters: Sequence[EnergyMeter], console: Console) -> ProbeResult:
-    """Run `command` (its output goes to the terminal) inside one energy window per device.
+def measure_command(
+    command: Sequence[str], meters: Sequence[EnergyMeter], console: Console, *, command_stdout: int | None = None
+) -> ProbeResult:
+    """Run `command` (its output goes to the terminal, or to `command_stdout`, a file descriptor) inside
+    one energy window per device.
 
     Returns one "command_energy" measurement (J) per device that gave a figure and an Unavailable,
     with the reason, per device that did not. The command's exit status is kept in the params.
@@ -79,7 +93,7 @@ def measure_command(command: Sequence[str], meters: Sequence[EnergyMeter], conso
         meter.begin_window()
     started_s = time.monotonic()
     try:
-        exit_code = _run(command)
+        exit_code = _run(command, command_stdout)
     finally:
         # Always closed, so no sampler thread outlives a command that could not start.
         results = [(meter, meter.end_window()) for meter in meters]
@@ -131,6 +145,24 @@ def watch(
             while True:
                 sleep(interval_s)
                 live.update(render_readings([m.read() for m in meters]), refresh=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how the user stops watching, not an error
+
+
+def watch_json(
+    meters: Sequence[EnergyMeter],
+    *,
+    interval_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    file: TextIO | None = None,
+) -> None:
+    """`watch` for scripts: one JSON object per interval, {"time": ..., "readings": [...]}, until Ctrl-C.
+    `file` defaults to stdout."""
+    try:
+        while True:
+            readings = [dataclasses.asdict(m.read()) for m in meters]
+            print(json.dumps({"time": utc_now().isoformat(), "readings": readings}), file=file, flush=True)
+            sleep(interval_s)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how the user stops watching, not an error
 

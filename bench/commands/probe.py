@@ -34,7 +34,7 @@ def probe(
     rank: Annotated[Optional[int], typer.Option(min=0, help="collective: this machine's rank [default: $RANK].")] = None,
     world: Annotated[Optional[int], typer.Option(min=2, help="collective: number of machines [default: $WORLD_SIZE].")] = None,
     master: Annotated[
-        Optional[str], typer.Option(help="collective: rank 0's HOST:PORT [default: $MASTER_ADDR:$MASTER_PORT].")
+        Optional[str], typer.Option(help="collective: rank 0's HOST:PORT [default: $MASTER_ADDR and $MASTER_PORT].")
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,

@@ -19,7 +19,7 @@ from rich.table import Table
 from bench.api_models import API_PREFIX, LeaderboardRow
 from bench.client import Outcome, SubmitClient, request_body
 from bench.document import RunDocument
-from bench.options import DbOption
+from bench.options import DbOption, JsonOption
 from bench.store import Store
 from bench.units import si
 from probes.measurement import Measurement
@@ -46,14 +46,27 @@ def submit(
             "--include-identifying", help="Also send host name, user name, addresses, serials, UUIDs, MACs, bus ids."
         ),
     ] = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Share runs with the results server; nothing identifying is sent unless asked."""
     refs = runs or ([] if pending else ["latest"])
     docs = [Store(db).get(ref) for ref in refs] if refs else []
+    # with --json the lines a person reads go to stderr, and stdout holds only JSON
+    console = Console(highlight=False, stderr=as_json)
     with SubmitClient(server) as client:
-        submit_runs(client, docs, Console(highlight=False), dry_run=dry_run, pending=pending,
-                    include_identifying=include_identifying)  # fmt: skip
+        if as_json and dry_run:  # what submit_runs prints for a dry run, as one JSON list
+            bodies = [(p.stem, p.read_bytes()) for p in client.pending()] if pending else []
+            bodies += [(d.run.id, request_body(d, include_identifying=include_identifying)) for d in docs]
+            url = f"{client.server}{API_PREFIX}/runs"
+            print(json.dumps([{"run": run_id, "url": url, "bytes": len(body), "body": json.loads(body)}
+                              for run_id, body in bodies], indent=2))  # fmt: skip
+            return
+        outcomes = submit_runs(client, docs, console, dry_run=dry_run, pending=pending,
+                               include_identifying=include_identifying)  # fmt: skip
+        if as_json:
+            print(json.dumps([{"run": o.run_id, "status": o.status, "note": o.note, "server": client.server}
+                              for o in outcomes], indent=2))  # fmt: skip
 
 
 def submit_runs(

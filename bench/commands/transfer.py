@@ -26,7 +26,7 @@ class ExportFormat(str, Enum):
 def export(
     format: Annotated[ExportFormat, typer.Option("--format", help="json: run documents; csv: one row per figure.")] = ExportFormat.json,
     output: Annotated[
-        Optional[Path], typer.Option(help="File to write, '-' for stdout [default: results/export-<time>.<format>].")
+        Optional[Path], typer.Option(help="File to write, '-' for stdout [default: results/export-TIME.FORMAT].")
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
