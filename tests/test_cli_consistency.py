@@ -7,7 +7,10 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,29 @@ def test_submit_json_reports_each_outcome(store: Store) -> None:
     [body] = json.loads(dry.stdout)
     assert body["run"] == doc.run.id and body["body"]["run"]["id"] == doc.run.id
     assert body["url"] == "http://127.0.0.1:9/api/v1/runs" and body["bytes"] > 0
+
+
+def test_the_install_prints_no_packaging_warning_and_ships_every_subpackage(tmp_path: Path) -> None:
+    """`make run` installs flopwatt editable (PEP 660, setuptools' build_editable): it must say nothing
+    but its file list. A plain wheel must carry bench.commands, bench.server and probes.energy."""
+    root = Path(__file__).resolve().parent.parent
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    for package in ("bench", "probes"):
+        shutil.copytree(root / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "dist"
+
+    def build(hook: str) -> tuple[str, str]:
+        """Run one PEP 517/660 hook as pip would, in its own process: (what it said, the file it built)."""
+        script = f"import sys, setuptools.build_meta as backend; print(backend.{hook}(sys.argv[1]))"
+        done = subprocess.run([sys.executable, "-W", "default", "-c", script, str(out)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr, done.stdout.strip().splitlines()[-1]
+
+    said, _ = build("build_editable")
+    assert "!!" not in said and "Warning" not in said, said  # setuptools frames its warnings in !! boxes
+    _, wheel = build("build_wheel")
+    names = set(zipfile.ZipFile(out / wheel).namelist())
+    assert {"bench/commands/compare.py", "bench/server/app.py", "probes/energy/meter.py"} <= names
+    assert not any(name.startswith(("benchmarks/", "tests/")) for name in names)
