@@ -140,7 +140,7 @@ def test_without_card_the_default_set_starts_with_the_runs_own_card(store: Store
 def test_the_table_cites_every_card_figure(store: Store) -> None:
     doc = gpu_run()
     store.save(doc)
-    result = runner.invoke(app, ["compare", doc.run.id[:8], "--card", "h100"], terminal_width=200)
+    result = runner.invoke(app, ["compare", doc.run.id[:8], "--card", "h100"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "matmul bf16 burst on cuda:0: this run 151 TFLOP/s" in out
