@@ -72,7 +72,7 @@ TEMPLATE_RUNS = 2000
 INGEST_TARGET = 300.0
 BOARD_P95_TARGET_MS = 50.0
 #: GPUs outside the datasheet table, so the leaderboard also groups names it cannot match.
-OTHER_GPUS = ("NVIDIA GeForce RTX 3060", "NVIDIA GeForce RTX 4070", "Tesla T4", "NVIDIA GeForce GTX 1660 SUPER")
+OTHER_GPUS = ("NVIDIA GeForce RTX 2060", "NVIDIA GeForce RTX 3050", "Tesla T4", "NVIDIA GeForce GTX 1660 SUPER")
 CPUS = ("AMD Ryzen 9 7950X 16-Core Processor", "Intel(R) Core(TM) i7-12700K", "AMD EPYC 7763 64-Core Processor")
 
 

@@ -196,12 +196,12 @@ def test_the_leaderboard_gives_percentiles_per_watt_and_per_dollar(served) -> No
     for value, w in zip(rtx, watts):
         _post_run(base, token, make_doc(bf16=value, watts=w))
     for value in (250e12, 280e12):
-        _post_run(base, token, make_doc(gpu="NVIDIA RTX 6000 Ada Generation", bf16=value, watts=None))
+        _post_run(base, token, make_doc(gpu="NVIDIA RTX 5000 Ada Generation", bf16=value, watts=None))
     board = Leaderboard.model_validate(
         httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bfloat16"}).json()
     )
     assert (board.unit, board.dtype) == ("FLOP/s", "bf16")
-    assert [r.device_model for r in board.rows] == ["NVIDIA RTX 6000 Ada Generation", "GeForce RTX 4090"]
+    assert [r.device_model for r in board.rows] == ["NVIDIA RTX 5000 Ada Generation", "GeForce RTX 4090"]
     ada, rtx_row = board.rows
     deciles = statistics.quantiles(rtx, n=10, method="inclusive")
     assert rtx_row.count == 5 and rtx_row.variant == "sustained"
@@ -246,13 +246,13 @@ def test_a_board_read_recomputes_only_the_groups_written_since_the_last_one(serv
             return sorted(conn.scalars(query))
 
     _post_run(base, token, make_doc(bf16=150e12))
-    _post_run(base, token, make_doc(gpu="NVIDIA RTX 6000 Ada Generation", bf16=250e12))
-    assert stale() == ["GeForce RTX 4090", "NVIDIA RTX 6000 Ada Generation"]
-    assert board() == {"GeForce RTX 4090": (1, 150e12), "NVIDIA RTX 6000 Ada Generation": (1, 250e12)}
+    _post_run(base, token, make_doc(gpu="NVIDIA RTX 5000 Ada Generation", bf16=250e12))
+    assert stale() == ["GeForce RTX 4090", "NVIDIA RTX 5000 Ada Generation"]
+    assert board() == {"GeForce RTX 4090": (1, 150e12), "NVIDIA RTX 5000 Ada Generation": (1, 250e12)}
     assert stale() == []
     _post_run(base, token, make_doc(bf16=160e12))
     assert stale() == ["GeForce RTX 4090"]
-    assert board() == {"GeForce RTX 4090": (2, 155e12), "NVIDIA RTX 6000 Ada Generation": (1, 250e12)}
+    assert board() == {"GeForce RTX 4090": (2, 155e12), "NVIDIA RTX 5000 Ada Generation": (1, 250e12)}
     engine.dispose()
 
 
