@@ -398,8 +398,7 @@ def render_cards(doc: RunDocument, figures: list[CardFigure], own: set[str], con
     console.print(
         f"Run {doc.run.id[:12]} beside reference cards. Ratio: this run ÷ the card's figure, the one measured "
         "and published where there is one (Achieved), else the datasheet's. N: how many of this machine "
-        "add up to one card.",
-        soft_wrap=False,
+        "add up to one card."
     )
     sources: dict[str, int] = {}
 

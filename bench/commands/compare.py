@@ -36,9 +36,11 @@ def compare(
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Compare runs side by side, as ratios to the first run with Welch's test on the samples. With one run,
-    set it beside reference cards: their datasheet figures and what they were measured to reach, the ratio,
-    and how many of this machine make one card. With --shared, one run against the shared results."""
+    """Compare runs side by side, or one run beside reference cards or the shared results.
+
+    Several runs: each later one as ratios to the first, with Welch's test on the samples. One run:
+    beside reference cards, their datasheet figures and what they were measured to reach, the ratio,
+    and how many of this machine make one card. With --shared, one run against everyone's results."""
     if shared:
         if len(runs) != 1 or card:
             raise FlopwattError("compare --shared takes exactly one run and no --card")
