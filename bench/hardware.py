@@ -545,7 +545,7 @@ CARDS: tuple[Card, ...] = (
             "flops": "RTX 6000 Ada datasheet: 1457 TFLOPS sparse FP8 = 728.5 dense; FP16/BF16 half and TF32 a quarter "
                      "of FP8, the Ada tensor ratios (" + _ADA + "; the L40S datasheet, same AD102, quotes them); "
                      "FP64 FP32 / 64",
-            "price": "NVIDIA announcement, Sep 2022: $6800",
+            "price": "NVIDIA list price at launch, Dec 2022: $6800",
         },
         notes="Full-rate FP16/BF16 with FP32 accumulate (a professional card). No NVLink.",
     ),
