@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 _PREFIXES = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
 
 
@@ -44,3 +46,83 @@ def bytes_(value: float) -> str:
             scaled = value / scale
             return f"{scaled:.0f} {prefix}B" if scaled == round(scaled) else f"{scaled:.1f} {prefix}B"
     return f"{value:.0f} B"
+
+
+def usd(value: float | None) -> str:
+    """Money: "$1.23M", "$456", "$0.12"; "-" for none."""
+    if value is None:
+        return "-"
+    for scale, prefix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"${value / scale:.3g}{prefix}"
+    return f"${value:.3g}"
+
+
+def energy(joules: float) -> str:
+    """Energy in kWh and its multiples, as bills and grids count it: "12.3 MWh", "0.5 kWh"."""
+    kwh = joules / 3.6e6
+    for scale, unit in ((1e6, "GWh"), (1e3, "MWh")):
+        if abs(kwh) >= scale:
+            return f"{kwh / scale:.3g} {unit}"
+    return f"{kwh:.3g} kWh"
+
+
+def co2(kilograms: float) -> str:
+    """Carbon dioxide: tonnes from 1,000 kg, else kg."""
+    return f"{kilograms / 1e3:.3g} t" if abs(kilograms) >= 1e3 else f"{kilograms:.3g} kg"
+
+
+def count(value: float) -> str:
+    """A plain count with a short-scale suffix: 1.24B, 140B, 2.5T."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading what people type. A rate must say bits or bytes: "100M" is refused, not guessed.
+# ------------------------------------------------------------------------------------------------
+
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
+_RATE = re.compile(rf"^\s*{_NUMBER}\s*([kKmMgGtT]i?)?\s*((?i:bits?)|bps|b|Bps|B|(?i:bytes?))(?:\s*/\s*s|ps)?\s*$")
+_DURATION = re.compile(rf"^\s*{_NUMBER}\s*(ns|us|µs|ms|s|min|h)\s*$", re.IGNORECASE)
+_SIZE = re.compile(rf"^\s*{_NUMBER}\s*([kKmMgGtT]i?)?\s*(B|(?i:bytes?))\s*$")
+_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
+          "ki": 2.0**10, "mi": 2.0**20, "gi": 2.0**30, "ti": 2.0**40}
+
+
+def parse_bitrate(text: str, what: str = "rate") -> float:
+    """A link rate in bit/s: "25mbit", "25 Mbit/s", "25Mbps", "1gbit" (bits); "100MB/s", "100MBps",
+    "12.5 MB/s", "1 GiB/s" (bytes, x 8). Lower-case b is a bit, upper-case B a byte, as the SI
+    convention (IEC 80000-13) has it; a rate without either ("100M", "100") is refused."""
+    from bench.errors import FlopwattError
+
+    match = _RATE.match(text)
+    if not match:
+        raise FlopwattError(f"{what}: cannot read {text!r} as a rate; say bits or bytes: e.g. 25mbit, "
+                            "100Mbit/s, 12.5MB/s")
+    number, prefix, unit = match.group(1), (match.group(2) or "").lower(), match.group(3)
+    is_byte = unit.lower().startswith("byte") or unit in ("B", "Bps")
+    return float(number) * _SCALE[prefix] * (8.0 if is_byte else 1.0)
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """A duration in seconds: "30ms", "0.03s", "250us", "2 min"; a bare number is refused."""
+    from bench.errors import FlopwattError
+
+    match = _DURATION.match(text)
+    if not match:
+        raise FlopwattError(f"{what}: cannot read {text!r} as a duration; give a unit: e.g. 30ms, 0.03s")
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+    return float(match.group(1)) * scale[match.group(2).lower()]
+
+
+def parse_size(text: str, what: str = "size") -> float:
+    """Bytes: "32GiB" (binary), "32GB" (decimal), "512 MB"; a size without B or bytes is refused."""
+    from bench.errors import FlopwattError
+
+    match = _SIZE.match(text)
+    if not match:
+        raise FlopwattError(f"{what}: cannot read {text!r} as a size; e.g. 32GiB, 64GB")
+    return float(match.group(1)) * _SCALE[(match.group(2) or "").lower()]

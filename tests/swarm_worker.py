@@ -51,6 +51,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import parameters_to_vector
 
+from bench import projection as pj
 from bench.projection import Figure, ModelSpec, Node, Settings, ddp, diloco, model_spec, ring_allreduce_s, with_link
 from netns import Host, Lab
 from probes.training import GPT, GPTConfig, adamw
@@ -377,12 +378,12 @@ def measure_rate(s: Swarm, cfg: GPTConfig, uplink: float, plan: Plan) -> list[di
         projected, comm = allreduce, allreduce
         if phase == "ddp":
             compute = _pace(replies, "compute_s")
-            proj = ddp(spec, _node(spec, cfg, compute, uplink, rtt), n, tokens, settings=Settings(grad_bits=16))
+            proj = ddp(spec, pj.Swarm.uniform(_node(spec, cfg, compute, uplink, rtt), n), tokens, settings=Settings(grad_bits=16))
             projected, comm = proj.step_s, proj.comm_s
         elif phase == "diloco":
             compute = _pace(replies, "compute_s")
             settings = Settings(diloco_h=plan.diloco_h, diloco_bits=16)
-            proj = diloco(spec, _node(spec, cfg, compute, uplink, rtt), n, tokens, settings=settings)
+            proj = diloco(spec, pj.Swarm.uniform(_node(spec, cfg, compute, uplink, rtt), n), tokens, settings=settings)
             projected, comm = proj.step_s, proj.comm_s
             measured /= plan.diloco_h  # per inner step, as the projection gives it
         assert projected is not None and comm is not None

@@ -93,3 +93,10 @@ def test_too_few_outer_syncs_and_too_small_worker_batches_are_named() -> None:
     tiny = q.diloco_token_factor(8, 30, 1e9, worker_batch_tokens=2048)
     assert any("tokens per worker" in why for why in tiny.outside)
     assert q.diloco_token_factor(8, 30, 1e9, worker_batch_tokens=8192).in_published_range
+
+
+def test_no_end_of_the_band_is_worse_than_one_replica_alone() -> None:
+    band = q.diloco_token_factor(1000, 500, 125e6, worker_batch_tokens=2048, tokens=2.5e9)
+    assert band.high == 1000.0
+    assert q.tokens_for_loss_penalty(band.loss_penalty[2], 125e6, 2.5e9) > 1000
+    assert band.central == pytest.approx(q.tokens_for_loss_penalty(band.loss_penalty[1], 125e6, 2.5e9))

@@ -7,9 +7,8 @@ rendering functions take the rich Console from the caller so tests can capture t
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -19,34 +18,14 @@ from rich.table import Table
 from bench import projection as pj
 from bench.errors import FlopwattError
 from bench.hardware import get_card
-from bench.units import bytes_, seconds
+from bench.plots import line_plot
+from bench.units import bytes_, co2, count, energy, parse_bitrate, parse_duration, parse_size, seconds, usd
 
 #: Option defaults come from the projection's own stated defaults (docs/projection.md).
 _PRICES = pj.Prices()
 _SETTINGS = pj.Settings()
 #: The link assumed for a datasheet card when no option gives one: a common cable/DSL home line.
 DEFAULT_LINK = ("25mbit", "100mbit", "30ms")
-
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(bit|b|bps)?(?:/s)?\s*$", re.IGNORECASE)
-_TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(us|µs|ms|s)?\s*$", re.IGNORECASE)
-
-
-def parse_bitrate(text: str, what: str) -> float:
-    """"25mbit", "25 Mbit/s", "1gbit", "100M", "25mbps" -> bit/s (a bare number is bit/s)."""
-    match = _RATE.match(text)
-    if not match:
-        raise FlopwattError(f"{what}: cannot read {text!r} (write e.g. 25mbit, 1gbit)")
-    scale = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[match.group(2).lower()]
-    return float(match.group(1)) * scale
-
-
-def parse_duration(text: str, what: str) -> float:
-    """"30ms", "0.03s", "250us" -> seconds (a bare number is seconds)."""
-    match = _TIME.match(text)
-    if not match:
-        raise FlopwattError(f"{what}: cannot read {text!r} (write e.g. 30ms)")
-    scale = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}[(match.group(2) or "").lower()]
-    return float(match.group(1)) * scale
 
 
 def load_run_document(ref: str, db: str | None = None) -> dict[str, Any]:
@@ -56,6 +35,60 @@ def load_run_document(ref: str, db: str | None = None) -> dict[str, Any]:
     return Store(db).get(ref).model_dump(mode="json")
 
 
+def _card_node(name: str, gpus_per_node: int, node_mfu: float | None) -> pj.Node:
+    node = pj.node_from_card(get_card(name), utilisation=node_mfu, gpus=gpus_per_node)
+    return pj.with_link(node, uplink_bps=parse_bitrate(DEFAULT_LINK[0], "--uplink"),
+                        downlink_bps=parse_bitrate(DEFAULT_LINK[1], "--downlink"),
+                        rtt_s=parse_duration(DEFAULT_LINK[2], "--rtt"), source=f"default home link {'/'.join(DEFAULT_LINK)}")
+
+
+def _run_node(ref: str, db: str | None, gpus_per_node: int, node_mfu: float | None) -> pj.Node:
+    node = pj.node_from_run(load_run_document(ref, db))
+    if node_mfu is not None:
+        node = replace(node, utilisation=pj.Figure(node_mfu, "option --node-mfu"))
+    return replace(node, gpus=gpus_per_node) if gpus_per_node != 1 else node
+
+
+def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gpus: int, gpus_per_node: int,
+                node_mfu: float | None, db: str | None) -> pj.Swarm:
+    """The swarm from --card, one or more --run (ID or ID*COUNT), or a --nodes-csv file."""
+    given = sum(x is not None and x != [] for x in (card, runs or None, nodes_csv))
+    if given != 1:
+        raise FlopwattError("give exactly one of --card NAME, --run ID (repeatable) or --nodes-csv FILE")
+    if nodes_csv is not None:
+        try:
+            text = nodes_csv.read_text()
+        except OSError as exc:
+            raise FlopwattError(f"--nodes-csv: cannot read {nodes_csv}: {exc.strerror}") from None
+
+        def resolve(kind: str, name: str) -> pj.Node:
+            return _card_node(name, gpus_per_node, node_mfu) if kind == "card" else \
+                _run_node(name, db, gpus_per_node, node_mfu)
+
+        return pj.parse_nodes_csv(text, resolve)
+    if card is not None:
+        if gpus % gpus_per_node:
+            raise FlopwattError(f"--gpus {gpus} is not a whole number of nodes of --gpus-per-node {gpus_per_node}")
+        return pj.Swarm.uniform(_card_node(card, gpus_per_node, node_mfu), gpus // gpus_per_node)
+    if len(runs) == 1 and "*" not in runs[0]:
+        if gpus % gpus_per_node:
+            raise FlopwattError(f"--gpus {gpus} is not a whole number of nodes of --gpus-per-node {gpus_per_node}")
+        return pj.Swarm.uniform(_run_node(runs[0], db, gpus_per_node, node_mfu), gpus // gpus_per_node)
+    groups = []
+    for ref in runs:
+        name, _, times = ref.partition("*")
+        try:
+            n = int(times) if times else 1
+        except ValueError:
+            raise FlopwattError(f"--run {ref!r}: write ID or ID*COUNT") from None
+        groups.append(pj.NodeGroup(_run_node(name, db, gpus_per_node, node_mfu), n))
+    return pj.Swarm(tuple(groups))
+
+
+def _map_nodes(swarm: pj.Swarm, fn: Any) -> pj.Swarm:
+    return pj.Swarm(tuple(pj.NodeGroup(fn(g.node), g.count) for g in swarm.groups))
+
+
 def project(
     params: Annotated[Optional[str], typer.Option(
         "--params", help="Model size: 125M, 1B, 3B, 7B, 13B, 70B, 405B (presets) or a count such as 6.5e9.")] = None,
@@ -63,24 +96,42 @@ def project(
         "--tokens", help="Training tokens, e.g. 140B (default: 20 per parameter, Chinchilla).")] = None,
     card: Annotated[Optional[str], typer.Option(
         "--card", help="Swarm nodes are this reference card (datasheet figures), e.g. rtx4090, gtx1080.")] = None,
-    run: Annotated[Optional[str], typer.Option(
-        "--run", help="Swarm nodes are like this stored run (its measured figures); id, prefix or 'latest'.")] = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="Number of swarm nodes (one GPU each).")] = 100,
+    run: Annotated[Optional[list[str]], typer.Option(
+        "--run", help="Swarm nodes are like this stored run (its measured figures): id, prefix or 'latest'; "
+        "repeat as ID*COUNT for an uneven swarm.")] = None,
+    nodes_csv: Annotated[Optional[Path], typer.Option(
+        "--nodes-csv", help="An uneven swarm: CSV with card or run, count, and optional uplink, downlink, rtt, "
+        "hours_per_day.")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the swarm, all nodes together.")] = 100,
+    gpus_per_node: Annotated[int, typer.Option(
+        "--gpus-per-node", help="GPUs per swarm node (sharded with FSDP inside the node when the model needs it).")] = 1,
+    node_mfu: Annotated[Optional[float], typer.Option(
+        "--node-mfu", help="Swarm nodes' training share of their FLOP/s (default: measured, or 40% of peak).")] = None,
     node_watts: Annotated[Optional[float], typer.Option(
-        "--node-watts", help="With --run: the node's power while training, in W (a wall-meter reading), where "
-        "the run has no power figure or to replace it.")] = None,
-    strategy: Annotated[str, typer.Option(
-        "--strategy", help="auto (all), colocated, ddp, diloco or pipeline.")] = "auto",
+        "--node-watts", help="The whole node's power while training, in W (a wall-meter reading).")] = None,
+    node_idle_watts: Annotated[Optional[float], typer.Option(
+        "--node-idle-watts", help="The whole node's power while waiting on the network, in W.")] = None,
+    host_watts: Annotated[Optional[float], typer.Option(
+        "--host-watts", help="The rest of the PC beside its GPUs while training, in W (default 150, assumed).")] = None,
+    host_idle_watts: Annotated[Optional[float], typer.Option(
+        "--host-idle-watts", help="The rest of the PC while waiting, in W (default 60, assumed).")] = None,
+    host_ram: Annotated[Optional[str], typer.Option(
+        "--host-ram", help="Host RAM per node, e.g. 64GiB (default: the run's, or 32GiB).")] = None,
+    hours_per_day: Annotated[Optional[float], typer.Option(
+        "--hours-per-day", help="Hours a day each node is online for the job (default 24).")] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="auto (all), colocated, ddp, diloco or pipeline.")] = "auto",
     uplink: Annotated[Optional[str], typer.Option(
-        "--uplink", help=f"Home upload, e.g. 25mbit (default: the run's, or {DEFAULT_LINK[0]} for --card).")] = None,
+        "--uplink", help=f"Home upload, bits or bytes: 25mbit, 100MB/s (default: the run's, or {DEFAULT_LINK[0]}).")] = None,
     downlink: Annotated[Optional[str], typer.Option(
-        "--downlink", help=f"Home download (default: the run's, or {DEFAULT_LINK[1]} for --card).")] = None,
+        "--downlink", help=f"Home download (default: the run's, or {DEFAULT_LINK[1]}).")] = None,
     rtt: Annotated[Optional[str], typer.Option(
-        "--rtt", help=f"Round trip between nodes (default: the run's, or {DEFAULT_LINK[2]} for --card).")] = None,
+        "--rtt", help=f"Round trip between nodes (default: the run's, or {DEFAULT_LINK[2]}).")] = None,
     dc_card: Annotated[Optional[str], typer.Option(
         "--dc-card", help="The datacenter's GPU (default: --card if it is a datacenter card, else h100).")] = None,
     dc_gpus: Annotated[Optional[int], typer.Option(
-        "--dc-gpus", help="Datacenter GPUs (default: as many as match the swarm's training FLOP/s).")] = None,
+        "--dc-gpus", help="Datacenter GPUs (default: as many as match the swarm's training FLOP/s at --mfu).")] = None,
+    dc_gpu_hour_price: Annotated[Optional[float], typer.Option(
+        "--dc-gpu-hour-price", help="Rent the datacenter at this USD per GPU-hour instead of owning it.")] = None,
     mfu: Annotated[float, typer.Option("--mfu", help="Datacenter model FLOPs utilisation.")] = pj.DEFAULT_MFU,
     layers: Annotated[Optional[int], typer.Option("--layers", help="Model shape: transformer layers.")] = None,
     width: Annotated[Optional[int], typer.Option("--width", help="Model shape: hidden size.")] = None,
@@ -89,42 +140,69 @@ def project(
     vocab: Annotated[Optional[int], typer.Option("--vocab", help="Model shape: vocabulary size.")] = None,
     batch_tokens: Annotated[Optional[str], typer.Option(
         "--batch-tokens", help="Global batch in tokens per optimizer step, e.g. 4M.")] = None,
+    critical_batch: Annotated[Optional[str], typer.Option(
+        "--critical-batch", help="Critical batch in tokens (default: Kaplan et al. 2020 at the final loss).")] = None,
     diloco_h: Annotated[int, typer.Option("--diloco-h", help="DiLoCo local steps between syncs.")] = _SETTINGS.diloco_h,
-    diloco_bits: Annotated[int, typer.Option("--diloco-bits", help="DiLoCo pseudo-gradient bits (8 = int8).")] = _SETTINGS.diloco_bits,
+    diloco_bits: Annotated[int, typer.Option(
+        "--diloco-bits", help="DiLoCo pseudo-gradient bits (8 = int8).")] = _SETTINGS.diloco_bits,
+    diloco_token_factor: Annotated[Optional[float], typer.Option(
+        "--diloco-token-factor", help="Tokens DiLoCo needs over synchronous training (1: the same tokens, whatever "
+        "the quality); default: the literature band.")] = None,
+    grad_bits: Annotated[int, typer.Option("--grad-bits", help="Bits per gradient value all-reduced.")] = _SETTINGS.grad_bits,
+    activation_bits: Annotated[int, typer.Option(
+        "--activation-bits", help="Bits per activation sent between pipeline stages.")] = _SETTINGS.activation_bits,
+    chunked_ce: Annotated[bool, typer.Option(
+        "--chunked-ce/--full-logits", help="Cross-entropy in chunks (no full fp32 logits), as practitioners do.")] = True,
+    optimizer_8bit: Annotated[bool, typer.Option("--optimizer-8bit", help="Adam moments in 8 bits.")] = False,
+    offload_optimizer: Annotated[bool, typer.Option(
+        "--offload-optimizer", help="Optimizer state and step in host RAM (ZeRO-Offload).")] = False,
     home_kwh: Annotated[float, typer.Option("--kwh-price", help="Home electricity, USD per kWh.")] = _PRICES.home_usd_per_kwh,
     dc_kwh: Annotated[float, typer.Option("--dc-kwh-price", help="Datacenter electricity, USD per kWh.")] = _PRICES.datacenter_usd_per_kwh,
     pue: Annotated[float, typer.Option("--pue", help="Datacenter power usage effectiveness.")] = _PRICES.pue,
     years: Annotated[float, typer.Option("--amortise-years", help="Hardware write-off period.")] = _PRICES.amortisation_years,
     gco2: Annotated[float, typer.Option("--gco2-per-kwh", help="Grid carbon intensity.")] = _PRICES.grid_gco2_per_kwh,
-    swarm_hardware: Annotated[bool, typer.Option(
-        "--swarm-hardware/--no-swarm-hardware", help="Charge the swarm's own GPUs, amortised.")] = True,
+    swarm_hardware: Annotated[str, typer.Option(
+        "--swarm-hardware", help="Charge the swarm's card(s), its whole pc, or none (power bill only).")] = "card",
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     db: Annotated[Optional[str], typer.Option("--db", help="Results database URL (for --run).")] = None,
 ) -> None:
     """Project time, energy, cost and CO2 of training a model: datacenter vs a swarm of home machines."""
-    if (card is None) == (run is None):
-        raise FlopwattError("give exactly one of --card NAME or --run ID")
-    if node_watts is not None and run is None:
-        raise FlopwattError("--node-watts goes with --run (a --card node has its datasheet power)")
+    if swarm_hardware not in ("card", "pc", "none"):
+        raise FlopwattError(f"--swarm-hardware must be card, pc or none, got {swarm_hardware!r}")
     if card is not None and dc_card is None and get_card(card).datacenter:
         dc_card = card
-    if card is not None:
-        node = pj.with_link(pj.node_from_card(get_card(card)), uplink_bps=parse_bitrate(DEFAULT_LINK[0], "--uplink"),
-                            downlink_bps=parse_bitrate(DEFAULT_LINK[1], "--downlink"),
-                            rtt_s=parse_duration(DEFAULT_LINK[2], "--rtt"),
-                            source=f"default home link {'/'.join(DEFAULT_LINK)}")
-    else:
-        node = pj.node_from_run(load_run_document(run or "latest", db), watts=node_watts)
-    node = pj.with_link(node, uplink_bps=parse_bitrate(uplink, "--uplink") if uplink else None,
-                        downlink_bps=parse_bitrate(downlink, "--downlink") if downlink else None,
-                        rtt_s=parse_duration(rtt, "--rtt") if rtt else None)
+    swarm = build_swarm(card=card, runs=run or [], nodes_csv=nodes_csv, gpus=gpus, gpus_per_node=gpus_per_node,
+                        node_mfu=node_mfu, db=db)
+    up = parse_bitrate(uplink, "--uplink") if uplink else None
+    down = parse_bitrate(downlink, "--downlink") if downlink else None
+    delay = parse_duration(rtt, "--rtt") if rtt else None
+    ram = parse_size(host_ram, "--host-ram") if host_ram else None
+
+    def adjust(node: pj.Node) -> pj.Node:
+        node = pj.with_link(node, uplink_bps=up, downlink_bps=down, rtt_s=delay)
+        node = pj.with_power(node, node_watts=node_watts, node_idle_watts=node_idle_watts, host_watts=host_watts,
+                             host_idle_watts=host_idle_watts)
+        return replace(node, host_ram_bytes=pj.Figure(ram, "option --host-ram")) if ram else node
+
+    swarm = _map_nodes(swarm, adjust)
+    if hours_per_day is not None:
+        from bench.projection.swarm import with_hours
+
+        swarm = with_hours(swarm, hours_per_day)
     model = pj.model_spec(params, layers=layers, width=width, heads=heads, seq=seq, vocab=vocab,
                           batch_tokens=pj.parse_quantity(batch_tokens, "--batch-tokens") if batch_tokens else None)
     prices = pj.Prices(datacenter_usd_per_kwh=dc_kwh, home_usd_per_kwh=home_kwh, pue=pue, amortisation_years=years,
-                       grid_gco2_per_kwh=gco2, charge_swarm_hardware=swarm_hardware)
-    settings = pj.Settings(diloco_h=diloco_h, diloco_bits=diloco_bits)
-    sc = pj.scenario(model, node, gpus, tokens=pj.parse_quantity(tokens, "--tokens") if tokens else None,
-                     dc_card=dc_card or "h100", dc_gpus=dc_gpus, strategy=strategy, prices=prices, settings=settings, mfu=mfu)
+                       grid_gco2_per_kwh=gco2, swarm_hardware=swarm_hardware,  # type: ignore[arg-type]
+                       dc_gpu_hour_usd=dc_gpu_hour_price)
+    settings = pj.Settings(diloco_h=diloco_h, diloco_bits=diloco_bits, diloco_token_factor=diloco_token_factor,
+                           grad_bits=grad_bits, activation_bits=activation_bits,
+                           memory=pj.MemoryOptions(chunked_cross_entropy=chunked_ce, optimizer_8bit=optimizer_8bit,
+                                                   offload_optimizer=offload_optimizer),
+                           critical_batch_tokens=pj.parse_quantity(critical_batch, "--critical-batch")
+                           if critical_batch else None)
+    sc = pj.scenario(model, swarm, tokens=pj.parse_quantity(tokens, "--tokens") if tokens else None,
+                     dc_card=dc_card or "h100", dc_gpus=dc_gpus, strategy=strategy, prices=prices, settings=settings,
+                     mfu=mfu)
     results = pj.project(sc)
     answers = pj.claims(sc, pj.project(replace(sc, strategies=pj.STRATEGIES)) if strategy != "auto" else results)
     if as_json:
@@ -134,68 +212,58 @@ def project(
     render_projection(sc, results, console)
     render_claims(sc, answers, console)
     everything = replace(sc, strategies=pj.STRATEGIES)
-    render_sweep(sc, pj.sweep(everything, sweep_counts(gpus), match_datacenter=dc_gpus is None), console)
+    render_sweep(pj.sweep(everything, sweep_counts(swarm.nodes), match_datacenter=dc_gpus is None), console)
 
 
-def sweep_counts(gpus: int, points: int = 24) -> list[int]:
+def sweep_counts(nodes: int, points: int = 24) -> list[int]:
     """Node counts for the plot: log-spaced from 1 to ten times the chosen count."""
-    top = max(10, min(10 * gpus, 1_000_000))
+    top = max(10, min(10 * nodes, 1_000_000))
     return sorted({max(1, round(top ** (i / (points - 1)))) for i in range(points)})
 
 
 def to_json(sc: pj.Scenario, results: list[pj.Projection], answers: pj.Claims) -> dict[str, Any]:
     """The --json document: the question, one object per strategy considered, the claims."""
     m = sc.model
+    dc_watts = pj.datacenter_watts_per_gpu(sc.dc_card)
     return {
         "model": {"name": m.name, "params": m.params, "layers": m.layers, "width": m.width, "heads": m.heads,
                   "seq": m.seq, "vocab": m.vocab, "batch_tokens": m.batch_tokens, "source": m.source},
         "tokens": sc.tokens,
-        "swarm": {"node": sc.node.name, "nodes": sc.nodes, "figures": pj.node_sources(sc.node)},
-        "datacenter": {"card": sc.dc_card.name, "gpus": sc.dc_gpus, "mfu": sc.mfu},
+        "swarm": {"node": sc.swarm.slowest.name, "nodes": sc.swarm.nodes, "gpus": sc.swarm.gpus,
+                  "groups": [{"node": g.node.name, "count": g.count, "gpus_per_node": g.node.gpus,
+                              "hours_per_day": g.node.hours_per_day.value,
+                              "uplink_bps": g.node.uplink_bps.value if g.node.uplink_bps else None}
+                             for g in sc.swarm.groups],
+                  "figures": pj.node_sources(sc.swarm.slowest)},
+        "datacenter": {"card": sc.dc_card.name, "gpus": sc.dc_gpus, "mfu": sc.mfu, "watts_per_gpu": dc_watts.value,
+                       "watts_source": dc_watts.source, "rented_usd_per_gpu_hour": sc.prices.dc_gpu_hour_usd},
         "strategies": [r.to_dict() for r in results],
         "claims": {
             "nodes_per_reference": {k: {"by_flops": f, "by_memory": mem} for k, (f, mem) in
                                     answers.nodes_per_reference.items()},
             "link_ratios": dict(answers.link_ratios),
+            "swarm_strategy": answers.swarm_strategy,
             "swarm_energy_per_token_j": answers.swarm_energy_per_token_j,
             "datacenter_energy_per_token_j": answers.datacenter_energy_per_token_j,
             "swarm_power_bill_usd": answers.swarm_power_bill_usd,
             "datacenter_purchase_usd": answers.datacenter_purchase_usd,
             "datacenter_cost_usd": answers.datacenter_cost_usd,
             "power_bill_exceeds_datacenter": answers.power_bill_exceeds_datacenter,
+            "owners": answers.owners,
+            "owner_power_bill_usd": answers.owner_power_bill_usd,
+            "owner_power_bill_per_month_usd": answers.owner_power_bill_per_month_usd,
+            "owner_datacenter_share_usd": answers.owner_datacenter_share_usd,
+            "notes": list(answers.notes),
         },
     }
-
-
-def _scaled(v: float, units: tuple[tuple[float, str], ...], digits: int = 3) -> str:
-    """v in the largest unit it reaches; below them all, in the last (smallest) one."""
-    scale, name = next(((s, n) for s, n in units if abs(v) >= s), units[-1])
-    return f"{v / scale:.{digits}g}{name}"
-
-
-def _usd(v: float | None) -> str:
-    return "-" if v is None else "$" + _scaled(v, ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")))
-
-
-def _count(v: float) -> str:
-    return _scaled(v, ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")))
-
-
-def _energy(joules: float) -> str:
-    kwh = joules / 3.6e6
-    return _scaled(kwh, ((1e6, " GWh"), (1e3, " MWh"), (1, " kWh")))
-
-
-def _co2(kg: float) -> str:
-    return _scaled(kg, ((1e3, " t"), (1, " kg")))
 
 
 def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Console) -> None:
     """Strategies side by side: the datacenter next to the swarm strategies."""
     m = sc.model
-    console.print(f"[bold]Training {m.name}[/bold] ({_count(m.params)} parameters, {m.layers} layers x {m.width}) "
-                  f"on {_count(sc.tokens)} tokens: {sc.dc_gpus} x {sc.dc_card.name} in a datacenter vs "
-                  f"{sc.nodes} x {sc.node.name} at home")
+    console.print(f"[bold]Training {m.name}[/bold] ({count(m.params)} parameters, {m.layers} layers x {m.width}) "
+                  f"on {count(sc.tokens)} tokens: {sc.dc_gpus} x {sc.dc_card.name} in a datacenter vs "
+                  f"{sc.swarm.name} at home")
     table = Table(show_header=True, header_style="bold")
     table.add_column("")
     for r in results:
@@ -204,34 +272,52 @@ def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Co
     def row(label: str, fmt: Any) -> None:
         table.add_row(label, *[fmt(r) if r.feasible else "-" for r in results])
 
+    def band(r: pj.Projection) -> str:
+        if r.token_band is None:
+            return f"x{r.token_factor:.2f}"
+        b = r.token_band
+        return f"x{r.token_factor:.2f} ({b.low:.2f}-{b.central:.2f}-{b.high:.2f})"
+
     table.add_row("hardware", *[r.hardware for r in results])
     table.add_row("feasible", *["yes" if r.feasible else f"[red]{r.reason}[/red]" for r in results])
     row("plan", lambda r: r.plan)
-    row("wall clock", lambda r: seconds(r.wall_clock_s))
+    row("tokens: factor (low-central-high)", band)
+    row("tokens processed", lambda r: count(r.tokens_processed))
+    row("global batch (tokens)", lambda r: count(r.effective_batch_tokens or 0))
+    row("wall clock (training)", lambda r: seconds(r.wall_clock_s))
+    row("calendar", lambda r: seconds(r.calendar_s))
     row("GPU-hours", lambda r: f"{r.gpu_hours:,.0f}")
     row("step: compute", lambda r: seconds(r.compute_s))
     row("step: communication", lambda r: seconds(r.comm_s))
     row("step: total", lambda r: seconds(r.step_s))
-    row("energy", lambda r: _energy(r.energy_j))
-    row("energy per token", lambda r: f"{r.energy_per_token_j:.3g} J")
-    row("cost: electricity", lambda r: _usd(r.energy_cost_usd))
-    row("cost: hardware (amortised)", lambda r: _usd(r.hardware_cost_usd))
-    row("cost: total", lambda r: _usd(r.cost_usd))
-    row("CO2", lambda r: _co2(r.co2_kg))
+    row("energy (whole machines)", lambda r: energy(r.energy_j))
+    row("energy per target token", lambda r: f"{r.energy_per_token_j:.3g} J")
+    row("cost: electricity", lambda r: usd(r.energy_cost_usd))
+    row("cost: hardware", lambda r: usd(r.hardware_cost_usd))
+    row("cost: total", lambda r: usd(r.cost_usd))
+    row("CO2", lambda r: co2(r.co2_kg))
     row("memory per GPU", lambda r: f"{bytes_(r.memory.total)} ({r.memory.recompute} recompute)")
     console.print(table)
-    for key, label in (("flops", "node FLOP/s"), ("utilisation", "node utilisation"), ("watts", "node power"),
-                       ("uplink_bps", "uplink")):
-        src = pj.node_sources(sc.node).get(key)
-        if src:
-            console.print(f"  {label}: {src}", style="dim")
+    for r in results:
+        if r.feasible:
+            console.print(f"  {r.strategy}: cost counts {r.cost_includes}", style="dim")
+        for note in r.notes:
+            console.print(f"  {r.strategy}: {note}", style="dim")
+    sources = pj.node_sources(sc.swarm.slowest)
+    for key, label in (("flops", "node FLOP/s"), ("utilisation", "node utilisation"), ("watts", "GPU power"),
+                       ("host_watts", "host power"), ("uplink_bps", "uplink")):
+        if sources.get(key):
+            console.print(f"  {label}: {sources[key]}", style="dim")
+    if any(r.token_band for r in results):
+        console.print(f"  DiLoCo token band: {pj.quality.SOURCE}", style="dim")
 
 
 def render_claims(sc: pj.Scenario, answers: pj.Claims, console: Console) -> None:
     """The common claims, answered for these nodes."""
+    node = sc.swarm.slowest
     console.print("\n[bold]The claims, for these nodes[/bold]")
     for key, (by_flops, by_memory) in answers.nodes_per_reference.items():
-        console.print(f"  {by_flops:,.1f} x {sc.node.name} match one {get_card(key).name} in FLOP/s; "
+        console.print(f"  {by_flops:,.1f} x {node.name} match one {get_card(key).name} in FLOP/s; "
                       f"{by_memory:,.1f} in memory")
     if answers.link_ratios:
         r = answers.link_ratios
@@ -239,55 +325,34 @@ def render_claims(sc: pj.Scenario, answers: pj.Claims, console: Console) -> None
                       f"{r['nvlink5']:,.0f}x what this uplink does")
     sw, dc = answers.swarm_energy_per_token_j, answers.datacenter_energy_per_token_j
     if sw and dc:
-        console.print(f"  energy per token: swarm {sw:.3g} J vs datacenter {dc:.3g} J ({sw / dc:,.1f}x)")
+        console.print(f"  energy per token: swarm ({answers.swarm_strategy}) {sw:.3g} J vs datacenter {dc:.3g} J "
+                      f"({sw / dc:,.1f}x)")
     bill = answers.power_bill_exceeds_datacenter
-    if bill is not None:
-        verdict = "more" if bill else "less"
-        console.print(f"  the swarm's power bill for this job ({_usd(answers.swarm_power_bill_usd)}) costs {verdict} "
-                      f"than buying the datacenter ({_usd(answers.datacenter_purchase_usd)}, GPUs x "
-                      f"{sc.prices.server_capex_factor:g} for servers and network)")
-    else:
+    if bill is None:
         console.print("  no swarm strategy is feasible for this model on these nodes")
+        return
+    verdict = "more" if bill else "less"
+    console.print(f"  the swarm's power bill for this job ({usd(answers.swarm_power_bill_usd)}) costs {verdict} than "
+                  f"buying the datacenter ({usd(answers.datacenter_purchase_usd)}, GPUs x "
+                  f"{sc.prices.server_capex_factor:g} for servers and network)")
+    console.print(f"  each of the {answers.owners:,} owners pays {usd(answers.owner_power_bill_usd)} on their own power "
+                  f"bill for the job ({usd(answers.owner_power_bill_per_month_usd)} a month while it runs); their share "
+                  f"of the datacenter would be {usd(answers.owner_datacenter_share_usd)}")
 
 
-def ascii_plot(xs: list[float], series: dict[str, list[float | None]], *, width: int = 60, height: int = 12,
-               title: str = "") -> list[str]:
-    """A log-log scatter in plain text: one marker (the series name's first letter) per series."""
-    pts = [(x, y, name[0]) for name, ys in series.items() for x, y in zip(xs, ys) if y and y > 0 and x > 0]
-    if not pts:
-        return [f"{title}: nothing feasible to plot"]
-    lx = [math.log10(x) for x, _, _ in pts]
-    ly = [math.log10(y) for _, y, _ in pts]
-    x0, x1 = min(lx), max(lx) if max(lx) > min(lx) else min(lx) + 1
-    y0, y1 = min(ly), max(ly) if max(ly) > min(ly) else min(ly) + 1
-    grid = [[" "] * width for _ in range(height)]
-    for (_, _, mark), a, b in zip(pts, lx, ly):
-        col = round((a - x0) / (x1 - x0) * (width - 1))
-        row = height - 1 - round((b - y0) / (y1 - y0) * (height - 1))
-        grid[row][col] = mark if grid[row][col] in (" ", mark) else "*"
-    label_top, label_bottom = f"{10 ** y1:.3g}", f"{10 ** y0:.3g}"
-    pad = max(len(label_top), len(label_bottom))
-    lines = [title]
-    for i, cells in enumerate(grid):
-        label = label_top if i == 0 else label_bottom if i == height - 1 else ""
-        lines.append(f"{label:>{pad}} |{''.join(cells)}")
-    lines.append(" " * pad + " +" + "-" * width)
-    lines.append(" " * pad + f"  {10 ** x0:<.3g} nodes (log)".ljust(width - 8) + f"{10 ** x1:.3g}")
-    return lines
-
-
-def render_sweep(sc: pj.Scenario, points: list[tuple[int, list[pj.Projection]]], console: Console) -> None:
+def render_sweep(points: list[tuple[int, list[pj.Projection]]], console: Console) -> None:
     """Days and cost of the fastest swarm strategy against node count, the datacenter for reference."""
     xs = [float(n) for n, _ in points]
     swarm = [pj.best(rs) for _, rs in points]
     dc = [next((r for r in rs if r.strategy == "colocated" and r.feasible), None) for _, rs in points]
-    days = {"swarm": [r.wall_clock_s / pj.DAY if r and r.wall_clock_s else None for r in swarm],
-            "datacenter (FLOP-matched)": [r.wall_clock_s / pj.DAY if r and r.wall_clock_s else None for r in dc]}
-    cost = {"swarm": [r.cost_usd if r else None for r in swarm],
+    days = {"fastest swarm strategy": [r.calendar_s / pj.DAY if r and r.calendar_s else None for r in swarm],
+            "datacenter (FLOP-matched)": [r.calendar_s / pj.DAY if r and r.calendar_s else None for r in dc]}
+    cost = {"fastest swarm strategy": [r.cost_usd if r else None for r in swarm],
             "datacenter (FLOP-matched)": [r.cost_usd if r else None for r in dc]}
+    width = min(100, max(60, console.width - 2))
     console.print()
-    for line in ascii_plot(xs, days, title="Days to train (s = fastest swarm strategy, d = datacenter)"):
-        console.print(line, markup=False, highlight=False)
+    console.print(line_plot(xs, days, title="Days to train", xlabel="swarm nodes", ylabel="days", width=width),
+                  markup=False, highlight=False)
     console.print()
-    for line in ascii_plot(xs, cost, title="Cost in USD (s = fastest swarm strategy, d = datacenter)"):
-        console.print(line, markup=False, highlight=False)
+    console.print(line_plot(xs, cost, title="Cost in USD", xlabel="swarm nodes", ylabel="USD", width=width),
+                  markup=False, highlight=False)

@@ -146,6 +146,7 @@ def diloco_token_factor(replicas: int, inner_steps: int, params: float, worker_b
     low: parity up to 8 replicas (Douillard et al. 2023 abstract and Table 2; OpenDiLoCo, Jaghouar et
     al. 2024, Table 1: DiLoCo with 8 workers, H = 500, matches data-parallel), the fit's growth beyond.
     high: the fit plus twice its RMS residual; past the fitted 8 replicas its exponent at +2σ.
+    Every end is capped at M: M replicas do at least as well as one of them alone (Table 3 there).
     `tokens` (default 20·N, the Chinchilla budget the penalties were measured at) sets the loss the
     penalty is a share of, and the number of outer syncs.
     """
@@ -161,7 +162,10 @@ def diloco_token_factor(replicas: int, inner_steps: int, params: float, worker_b
         steep_eight = diloco_loss_penalty(params, FIT_MAX_REPLICAS, inner_steps, exponent=FIT_G + 2 * FIT_G_SIGMA)
         beyond = (steep - steep_eight) - (central - at_eight)
     high = central + 2 * FIT_RMS_PCT / 100 + beyond
-    factors = [tokens_for_loss_penalty(p, params, d) for p in (low, central, high)]
+    # More replicas at the same inner steps never raised perplexity in Douillard et al. 2023 (Table 3,
+    # up to 64): M replicas do at least as well as one of them alone on its D/M tokens, so F <= M.
+    factors = [min(float(replicas), tokens_for_loss_penalty(p, params, d)) if replicas > 1 else
+               tokens_for_loss_penalty(p, params, d) for p in (low, central, high)]
     outside = []
     if replicas > PUBLISHED_MAX_REPLICAS:
         outside.append(f"{replicas} replicas: more than any published DiLoCo run ({PUBLISHED_MAX_REPLICAS}, "

@@ -1,0 +1,149 @@
+"""SWARM-style pipelines over home links, and the planner that picks stages, replicas, micro-batches
+and how the replicas sync (docs/projection.md, "Swarm pipeline").
+
+A pipeline of k nodes holds the model in k stages (layers split evenly, the embedding on the first,
+the output head on the last); r such pipelines share the batch and sync their gradients each step
+(an all-reduce) or every H steps (DiLoCo across the pipeline replicas).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bench.projection.collectives import allreduce_s
+from bench.projection.energy import PowerGroup, Prices, Projection, account, infeasible
+from bench.projection.model import Memory, ModelSpec, fit, recompute_factor
+from bench.projection.nodes import node_sources
+from bench.projection.quality import critical_batch_factor, diloco_token_factor
+from bench.projection.strategies import GIB, Settings, _critical, _includes, _sync_calendar, diloco_factor, node_step
+from bench.projection.swarm import Swarm
+
+
+def stage_params(model: ModelSpec, stages: int) -> float:
+    """Parameters of the largest stage: ceil(L/k) layers plus an embedding matrix (first or last)."""
+    return math.ceil(model.layers / stages) * model.layer_params + model.vocab * model.width
+
+
+def stage_flops_per_token(model: ModelSpec, stages: int) -> float:
+    """The largest stage's share of 6N + 12·L·h·s."""
+    return 6 * stage_params(model, stages) + 12 * math.ceil(model.layers / stages) * model.width * model.seq
+
+
+def stage_transfer_s(model: ModelSpec, stages: int, bits: int, uplink: float, downlink: float,
+                     sequences: float = 1) -> float:
+    """A micro-batch's s·h activations (forward) and their gradients (backward) on the busiest link:
+    a middle stage sends both on its uplink and receives both on its downlink; with two stages each
+    direction of each link carries one of them."""
+    per_link = 1 if stages == 2 else 2
+    bits_moved = per_link * sequences * model.seq * model.width * bits
+    return max(bits_moved / uplink, bits_moved / downlink)
+
+
+def pipeline_schedule_s(micro_batches: int, stages: int, stage_s: float, transfer_s: float, rtt_s: float) -> float:
+    """Fill, steady state and drain: (m + k - 1) slots of the slower of a stage's compute and its
+    transfer, plus one latency per boundary (GPipe, Huang et al. 2019; 1F1B, Narayanan et al. 2021)."""
+    return (micro_batches + stages - 1) * max(stage_s, transfer_s) + (stages - 1) * rtt_s
+
+
+@dataclass(frozen=True)
+class _Plan:
+    stages: int
+    replicas: int
+    micro: int
+    sync: str
+    step_s: float
+    stage_s: float
+    wall: float
+    factor: float
+    memory: Memory
+    band: object
+    note: str
+    batch: float
+    algorithm: str
+
+
+def _stage_counts(model: ModelSpec, first: int, last: int) -> list[int]:
+    """The fewest stages for each distinct stage size ceil(L/k): more stages of the same size only
+    lengthen the fill and drain and take nodes from replicas."""
+    out, seen = [], set()
+    for k in range(first, last + 1):
+        size = math.ceil(model.layers / k)
+        if size not in seen:
+            seen.add(size)
+            out.append(k)
+    return out
+
+
+def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Prices(),
+             settings: Settings = Settings()) -> Projection:
+    """The fastest pipeline plan for a model that does not fit one node; every node is its slowest."""
+    up, down, rtt = swarm.link()
+    n, hardware = swarm.nodes, swarm.name
+    node = min((g.node for g in swarm.groups), key=lambda x: (x.memory_bytes.value, x.node_flops))
+    slow = swarm.slowest
+    if not isinstance(node_step(model, node, model.seq * node.gpus, settings), str):
+        return infeasible("pipeline", "model fits one node: no pipeline needed (see ddp, diloco)", hardware,
+                          swarm.gpus, tokens, nodes=n)
+    budget = node.memory_bytes.value * settings.usable_memory
+    g = node.gpus
+    k_min = max(2, math.ceil(4 * model.params / (budget * g)))
+    b_crit = _critical(model, tokens, settings)
+    calendar, availability = _sync_calendar(model, swarm)
+    best: _Plan | None = None
+    for k in _stage_counts(model, k_min, min(n, model.layers)):
+        layers = math.ceil(model.layers / k)
+        shards = model.params / stage_params(model, k) * g  # weights of one stage, sharded over the node's GPUs
+        top = n // k
+        replica_counts = sorted({top, *(2**i for i in range(int(math.log2(top)) + 1))})
+        for r in replica_counts:
+            m = max(1, math.ceil(model.batch_tokens / (r * model.seq)))
+            mem = fit(model, node.dtype, budget, state_shards=shards, optimizer_shards=shards,
+                      layers_in_flight=min(k, m) * layers / g, options=settings.memory)
+            if mem is None:
+                break  # more replicas only add micro-batches in flight
+            stage = model.seq * stage_flops_per_token(model, k) * recompute_factor(mem) / slow.node_flops
+            if g > 1:  # FSDP inside the stage's node: gather and scatter its weights each micro-batch
+                stage = max(stage, 3 * (g - 1) / g * 2 * stage_params(model, k) / slow.intra_bw.value)
+            transfer = stage_transfer_s(model, k, settings.activation_bits, up, down)
+            schedule = pipeline_schedule_s(m, k, stage, transfer, rtt)
+            batch = r * m * model.seq
+            grads, algorithm = allreduce_s(stage_params(model, k) * settings.grad_bits / 8, r, up, down, rtt)
+            syncs = [("all-reduce", grads, 1.0, None, "")]
+            if r > 1:
+                band = diloco_token_factor(r, settings.diloco_h, model.params, m * model.seq, tokens)
+                quality, note = diloco_factor(band, settings)
+                pseudo, _ = allreduce_s(stage_params(model, k) * settings.diloco_bits / 8, r, up, down, rtt)
+                syncs.append((f"DiLoCo H={settings.diloco_h}", pseudo / settings.diloco_h, quality, band, note))
+            for sync, sync_s, quality, band, note in syncs:
+                factor = quality * critical_batch_factor(batch, model.batch_tokens, b_crit)
+                step = schedule + sync_s
+                wall = tokens * factor / batch * step
+                if best is None or wall < best.wall:
+                    best = _Plan(k, r, m, sync, step, stage, wall, factor, mem, band, note, batch, algorithm)
+    if best is None:
+        k_need = min(model.layers, math.ceil(16 * model.params / (budget * g)))
+        return infeasible("pipeline", f"not enough nodes: a stage may hold {budget * g / GIB:.1f} GiB, so the model "
+                          f"needs at least {k_need} nodes per pipeline, there are {n}", hardware, swarm.gpus, tokens,
+                          nodes=n)
+    used = best.stages * best.replicas
+    steps = tokens * best.factor / best.batch
+    busy = best.micro * best.stage_s
+    card = node.price_usd.value * g if node.price_usd else None
+    price = {"card": card, "pc": (card or 0.0) + node.host_price_usd.value, "none": None}[prices.swarm_hardware]
+    notes = [x for x in (best.note if best.sync.startswith("DiLoCo") else "", availability,
+                         f"{n - used} nodes unused" if used < n else "",
+                         "uneven swarm: every node taken as its slowest and smallest" if len(swarm.groups) > 1 else "")
+             if x]
+    return account(
+        strategy="pipeline", hardware=hardware, gpus=used * g, nodes=used, tokens=tokens,
+        plan=f"{best.stages} stages x {best.replicas} pipelines, {best.micro} micro-batches/step, "
+             f"{settings.activation_bits}-bit activations, {best.sync} between pipelines",
+        steps=steps, step_s=best.step_s, compute_s=busy, comm_s=best.step_s - busy,
+        groups=[PowerGroup(used, slow.active_watts, slow.waiting_watts, busy, price)],
+        usd_per_kwh=prices.home_usd_per_kwh, pue=prices.home_pue, prices=prices, memory=best.memory,
+        sources=node_sources(slow), cost_includes=_includes(prices), calendar_factor=calendar,
+        token_factor=best.factor, token_band=best.band, effective_batch_tokens=best.batch,  # type: ignore[arg-type]
+        critical_batch_tokens=b_crit, outer_syncs=steps / settings.diloco_h if best.sync.startswith("DiLoCo") else None,
+        notes=tuple(notes),
+    )

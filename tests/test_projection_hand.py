@@ -1,0 +1,211 @@
+"""Hand-worked cases: every number the projection prints, computed here from docs/projection.md's
+formulas (not by calling the code that computes it) and compared exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.hardware import get_card
+from bench.projection import (
+    Figure,
+    Node,
+    Prices,
+    Settings,
+    Swarm,
+    claims,
+    colocated,
+    ddp,
+    diloco,
+    model_spec,
+    pipeline,
+    project,
+    scenario,
+    with_link,
+)
+from bench.projection.pipeline import pipeline_schedule_s, stage_transfer_s
+from bench.projection.swarm import NodeGroup
+
+YEAR = 365.25 * 86400
+
+
+def chinchilla(n: float, d: float) -> float:
+    return 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
+
+
+def b_crit(n: float, d: float) -> float:
+    return 2e8 / chinchilla(n, d) ** (1 / 0.21)
+
+
+def lab_node(**kw: object) -> Node:
+    """A made-up node with round figures: 50 TFLOP/s of training, 80 GiB, 300/60 W GPU, 100/40 W host."""
+    node = Node(name="test node", dtype="bf16", flops=Figure(1e14, "t"), utilisation=Figure(0.5, "t"),
+                memory_bytes=Figure(80 * 2**30, "t"), watts=Figure(300.0, "t"), idle_watts=Figure(60.0, "t"),
+                price_usd=Figure(1000.0, "t"), host_watts=Figure(100.0, "t"), host_idle_watts=Figure(40.0, "t"),
+                host_price_usd=Figure(500.0, "t"))
+    node = with_link(node, uplink_bps=100e6, downlink_bps=400e6, rtt_s=0.02)
+    return node if not kw else Node(**{**node.__dict__, **kw})
+
+
+M125 = model_spec("125M")  # GPT-3 Small: 12 x 768, s = 2048, batch 0.5M tokens
+FPT = 6 * 125e6 + 12 * 12 * 768 * 2048  # FLOPs per token
+SEQS = math.ceil(0.5e6 / (4 * 2048))  # 62 sequences per node per step on 4 nodes
+NODE_TOKENS = SEQS * 2048
+BATCH = 4 * NODE_TOKENS
+COMPUTE = NODE_TOKENS * FPT / (1e14 * 0.5)
+RING = 2 * 3 / 4 * (125e6 * 2) * 8 / 100e6 + 3 * 0.02  # bf16 gradients, 4 nodes, 100 Mbit/s up
+
+
+def test_ddp_step_under_gradient_accumulation_energy_cost_and_co2() -> None:
+    """One sequence per micro-batch: 62 micro-batches, only the last one's backward hides the ring."""
+    tokens = 1e9
+    prices = Prices(home_usd_per_kwh=0.2, grid_gco2_per_kwh=400, amortisation_years=4)
+    r = ddp(M125, Swarm.uniform(lab_node(), 4), tokens, prices=prices, settings=Settings(micro_batch_tokens=2048))
+    micro = COMPUTE / SEQS
+    step = (SEQS - 1) * micro + micro / 3 + max(2 * micro / 3, RING)
+    assert r.step_s == pytest.approx(step, rel=1e-12)
+    factor = (1 + BATCH / b_crit(125e6, tokens)) / (1 + 0.5e6 / b_crit(125e6, tokens))
+    assert r.token_factor == pytest.approx(factor, rel=1e-12)
+    steps = tokens * factor / BATCH
+    wall = steps * step
+    assert r.wall_clock_s == pytest.approx(wall, rel=1e-12)
+    busy = steps * COMPUTE
+    joules = 4 * ((300 + 100) * busy + (60 + 40) * (wall - busy))  # home PUE 1.0
+    assert r.energy_j == pytest.approx(joules, rel=1e-12)
+    kwh = joules / 3.6e6
+    assert r.energy_cost_usd == pytest.approx(0.2 * kwh, rel=1e-12)
+    assert r.co2_kg == pytest.approx(0.4 * kwh, rel=1e-12)
+    assert r.hardware_cost_usd == pytest.approx(4 * 1000 * wall / (4 * YEAR), rel=1e-12)
+    assert r.cost_usd == pytest.approx(0.2 * kwh + 4 * 1000 * wall / (4 * YEAR), rel=1e-12)
+    assert r.energy_per_token_j == pytest.approx(joules / tokens)
+    # The whole PC charged instead of the card: card + host price.
+    pc = ddp(M125, Swarm.uniform(lab_node(), 4), tokens, prices=Prices(swarm_hardware="pc"),
+             settings=Settings(micro_batch_tokens=2048))
+    assert pc.hardware_cost_usd == pytest.approx(4 * 1500 * wall / (4 * YEAR), rel=1e-12)
+
+
+def test_ddp_overlaps_the_whole_step_when_one_micro_batch_holds_it() -> None:
+    r = ddp(M125, Swarm.uniform(lab_node(), 4), 1e9)  # 80 GiB holds all 62 sequences at once
+    assert r.memory is not None and r.memory.micro_batch == SEQS
+    assert r.step_s == pytest.approx(COMPUTE / 3 + max(2 * COMPUTE / 3, RING), rel=1e-12)
+
+
+def test_review_f7_accumulation_overlaps_only_the_last_micro_batch() -> None:
+    """125M on 8 x 4090 at 10 Gbit/s, one sequence per micro-batch (the review measured 1.36x)."""
+    node = Node(**{**lab_node().__dict__, "flops": Figure(165.2e12, "t"), "utilisation": Figure(0.4, "t")})
+    node = with_link(node, uplink_bps=10e9, downlink_bps=10e9, rtt_s=0.03)
+    r = ddp(M125, Swarm.uniform(node, 8), 1e9, settings=Settings(micro_batch_tokens=2048))
+    seqs = math.ceil(0.5e6 / (8 * 2048))
+    c = seqs * 2048 * FPT / (165.2e12 * 0.4)
+    ring = 2 * 7 / 8 * 250e6 * 8 / 10e9 + 7 * 0.03
+    tree = 2 * 250e6 * 8 / 10e9 + 2 * 3 * 0.015  # 8 nodes: the tree's 6 hops beat the ring's 14
+    sync = min(ring, tree)
+    assert sync == tree
+    assert r.step_s == pytest.approx((seqs - 1) * c / seqs + c / seqs / 3 + max(2 * c / seqs / 3, sync), rel=1e-12)
+    assert r.step_s > 1.3 * (c / 3 + max(2 * c / 3, sync))  # the old formula hid the sync behind the whole step
+
+
+def test_diloco_step_and_tokens() -> None:
+    tokens, h = 1e10, 100
+    r = diloco(M125, Swarm.uniform(lab_node(), 4), tokens, settings=Settings(diloco_h=h, diloco_bits=8))
+    ring8 = 2 * 3 / 4 * 125e6 * 8 / 100e6 + 3 * 0.02
+    assert r.step_s == pytest.approx(COMPUTE + ring8 / h, rel=1e-12)
+    # The band's central value (in range: 4 replicas, 125M, H = 100, 197 outer syncs), by the fit:
+    pct = -0.2663 + 0.6966 * 0.125 ** (-0.2842) * (4**0.5818 - 1) * (1 + 0.289 * math.log10(100 / 30))
+    quality = (1 + pct / 100 * chinchilla(125e6, tokens) / (410.7 / tokens**0.28)) ** (1 / 0.28)
+    crit = b_crit(125e6, tokens) * 4**0.3399
+    batch = (1 + BATCH / crit) / (1 + 0.5e6 / crit)
+    assert r.token_band is not None and r.token_band.in_published_range
+    assert r.token_factor == pytest.approx(quality * batch, rel=1e-4)
+    assert r.outer_syncs == pytest.approx(tokens * quality * batch / BATCH / h, rel=1e-4)
+
+
+def test_pipeline_fill_and_drain_by_hand() -> None:
+    assert pipeline_schedule_s(8, 4, 0.5, 0.2, 0.03) == pytest.approx((8 + 4 - 1) * 0.5 + 3 * 0.03)
+    assert pipeline_schedule_s(8, 4, 0.1, 0.2, 0.03) == pytest.approx(11 * 0.2 + 3 * 0.03)
+    m = model_spec("7B")
+    # A middle stage sends s·h forward and s·h back on its uplink; with two stages, one of them.
+    assert stage_transfer_s(m, 4, 16, 25e6, 100e6) == pytest.approx(2 * 4096 * 4096 * 16 / 25e6)
+    assert stage_transfer_s(m, 2, 8, 25e6, 100e6) == pytest.approx(4096 * 4096 * 8 / 25e6)
+
+
+def test_pipeline_plan_step_by_hand() -> None:
+    """7B on 40 x RTX 4090: the planner's chosen stages, replicas and micro-batches give this step."""
+    node = with_link(Node(**{**lab_node().__dict__, "memory_bytes": Figure(24 * 2**30, "t")}),
+                     uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    m = model_spec("7B")
+    r = pipeline(m, Swarm.uniform(node, 40), 1e10)
+    assert r.feasible, r.reason
+    k, reps, micro = (int(x) for x in __import__("re").findall(r"(\d+) stages x (\d+) pipelines, (\d+) micro", r.plan)[0])
+    layers = math.ceil(32 / k)
+    stage_params = layers * (6.74e9 - 2 * 32000 * 4096) / 32 + 32000 * 4096
+    stage_flops = 6 * stage_params + 12 * layers * 4096 * 4096
+    factor = 8 / 6 if r.memory and r.memory.recompute == "full" else 1.0
+    stage_s = 4096 * stage_flops * factor / 5e13
+    transfer = (1 if k == 2 else 2) * 4096 * 4096 * 16 / 25e6
+    schedule = (micro + k - 1) * max(stage_s, transfer) + (k - 1) * 0.03
+    assert micro == math.ceil(4e6 / (reps * 4096))
+    if "all-reduce" in r.plan:
+        ring = 2 * (reps - 1) / reps * stage_params * 2 * 8 / 25e6 + (reps - 1) * 0.03
+        tree = 2 * stage_params * 2 * 8 / 25e6 + 2 * math.ceil(math.log2(reps)) * 0.015 if reps > 1 else 0.0
+        sync = min(ring, tree) if reps > 1 else 0.0
+    else:
+        ring = 2 * (reps - 1) / reps * stage_params * 8 / 25e6 + (reps - 1) * 0.03
+        sync = ring / 500
+    assert r.step_s == pytest.approx(schedule + sync, rel=1e-9)
+    assert r.compute_s == pytest.approx(micro * stage_s, rel=1e-9)
+
+
+def test_colocated_power_is_the_server_share_times_pue() -> None:
+    prices = Prices(datacenter_usd_per_kwh=0.1, pue=1.5, grid_gco2_per_kwh=500, amortisation_years=5)
+    r = colocated(model_spec("7B"), get_card("h100"), 64, 1e11, prices=prices)
+    assert r.wall_clock_s and r.energy_j
+    watts = 10200 / 8  # DGX H100: 10.2 kW for 8 GPUs
+    assert r.energy_j == pytest.approx(64 * watts * r.wall_clock_s * 1.5, rel=1e-12)
+    kwh = r.energy_j / 3.6e6
+    assert r.energy_cost_usd == pytest.approx(0.1 * kwh)
+    assert r.co2_kg == pytest.approx(0.5 * kwh)
+    capex = 64 * get_card("h100").launch_price_usd * 1.5
+    assert r.hardware_cost_usd == pytest.approx(capex * r.wall_clock_s / (5 * YEAR), rel=1e-12)
+    assert r.gpu_hours == pytest.approx(64 * r.wall_clock_s / 3600)
+    rented = colocated(model_spec("7B"), get_card("h100"), 64, 1e11, prices=Prices(dc_gpu_hour_usd=2.5))
+    assert rented.cost_usd == pytest.approx(64 * (rented.wall_clock_s or 0) / 3600 * 2.5, rel=1e-12)
+
+
+def test_mfu_resizes_the_flop_matched_datacenter() -> None:
+    nodes = Swarm.uniform(lab_node(), 100)  # 100 x 50 TFLOP/s
+    for mfu in (0.4, 0.2):
+        sc = scenario(M125, nodes, mfu=mfu)
+        assert sc.dc_gpus == 8 * math.ceil(100 * 5e13 / (989.4e12 * mfu) / 8)
+
+
+def test_part_time_nodes_and_the_slowest_member() -> None:
+    fast, slow = lab_node(), lab_node(uplink_bps=Figure(20e6, "t"), hours_per_day=Figure(6.0, "t"))
+    uneven = Swarm((NodeGroup(fast, 3), NodeGroup(slow, 1)))
+    r = ddp(M125, uneven, 1e9)
+    ring = 2 * 3 / 4 * 250e6 * 8 / 20e6 + 3 * 0.02  # the ring at its slowest uplink
+    assert r.step_s == pytest.approx(COMPUTE / 3 + max(2 * COMPUTE / 3, ring), rel=1e-12)
+    join = 2 * 125e6 * 8 / 400e6  # the weights in bf16 over its downlink, once a day
+    share = (6 * 3600 - join) / 86400
+    assert r.calendar_s == pytest.approx((r.wall_clock_s or 0) / share, rel=1e-12)
+    lo = diloco(M125, uneven, 1e10, settings=Settings(diloco_h=100))
+    assert lo.calendar_s == pytest.approx((lo.wall_clock_s or 0) * 4 / (3 + share), rel=1e-12)
+
+
+def test_claims_per_owner_by_hand() -> None:
+    nodes = Swarm.uniform(lab_node(), 10)
+    sc = scenario(M125, nodes, dc_gpus=8, prices=Prices(home_usd_per_kwh=0.3))
+    results = project(sc)
+    c = claims(sc, results)
+    swarm = min((r for r in results if r.strategy != "colocated" and r.feasible), key=lambda r: r.calendar_s or 0)
+    dc = results[0]
+    assert c.swarm_strategy == swarm.strategy
+    assert c.owner_power_bill_usd == pytest.approx((swarm.energy_cost_usd or 0) / 10)
+    months = max(1.0, (swarm.calendar_s or 0) / (30.44 * 86400))
+    assert c.owner_power_bill_per_month_usd == pytest.approx((swarm.energy_cost_usd or 0) / 10 / months)
+    purchase = 8 * get_card("h100").launch_price_usd * 1.5
+    assert c.datacenter_purchase_usd == pytest.approx(purchase)
+    assert c.owner_datacenter_share_usd == pytest.approx((purchase + (dc.energy_cost_usd or 0)) / 10)
+    assert c.power_bill_exceeds_datacenter is ((swarm.energy_cost_usd or 0) > purchase)
+    assert c.nodes_per_reference["h200"] == pytest.approx((989.4e12 / 1e14, 141 / 80))

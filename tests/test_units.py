@@ -1,0 +1,54 @@
+"""bench.units: what people type read exactly, bits and bytes never confused; figures formatted."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.errors import FlopwattError
+from bench.units import co2, count, energy, parse_bitrate, parse_duration, parse_size, usd
+
+
+@pytest.mark.parametrize(
+    ("text", "bits_per_s"),
+    [
+        ("25mbit", 25e6), ("25 Mbit/s", 25e6), ("25Mbps", 25e6), ("25mb/s", 25e6), ("1gbit", 1e9),
+        ("100 kbit", 100e3), ("2.5Gbit/s", 2.5e9),
+        ("100MB/s", 800e6), ("100MBps", 800e6), ("12.5 MB/s", 100e6), ("1 GiB/s", 8 * 2**30), ("3 MBytes/s", 24e6),
+        ("1e3 Mbit", 1e9),
+    ],
+)  # fmt: skip
+def test_parse_bitrate(text: str, bits_per_s: float) -> None:
+    assert parse_bitrate(text, "--uplink") == bits_per_s
+
+
+@pytest.mark.parametrize("text", ["100M", "100", "fast", "25 megabits", "-5mbit", "mbit"])
+def test_an_ambiguous_or_unreadable_rate_is_refused(text: str) -> None:
+    with pytest.raises(FlopwattError, match="--uplink: cannot read"):
+        parse_bitrate(text, "--uplink")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30ms", 0.03), ("0.03s", 0.03), ("250us", 2.5e-4), ("250µs", 2.5e-4), ("2 min", 120.0), ("1h", 3600.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--rtt") == pytest.approx(seconds, rel=1e-15)
+
+
+def test_a_duration_without_unit_is_refused() -> None:
+    with pytest.raises(FlopwattError, match="--rtt: cannot read '30'"):
+        parse_duration("30", "--rtt")
+
+
+def test_parse_size() -> None:
+    assert parse_size("32GiB") == 32 * 2**30 and parse_size("64GB") == 64e9 and parse_size("512 MB") == 512e6
+    with pytest.raises(FlopwattError, match="cannot read"):
+        parse_size("32G")
+
+
+def test_money_energy_co2_and_counts() -> None:
+    assert usd(1_234_000) == "$1.23M" and usd(456) == "$456" and usd(0.1234) == "$0.123" and usd(None) == "-"
+    assert usd(2.5e9) == "$2.5B" and usd(12_300) == "$12.3k"
+    assert energy(3.6e6) == "1 kWh" and energy(3.6e9 * 12.3) == "12.3 MWh" and energy(3.6e12 * 2) == "2 GWh"
+    assert co2(999) == "999 kg" and co2(1500) == "1.5 t"
+    assert count(1.24e9) == "1.24B" and count(140e9) == "140B" and count(2.5e12) == "2.5T"
