@@ -53,6 +53,7 @@ from torch.nn.utils import parameters_to_vector
 
 from bench import projection as pj
 from bench.projection import Figure, ModelSpec, Node, Settings, ddp, diloco, model_spec, ring_allreduce_s, with_link
+from bench.projection.pipeline import pipeline_schedule_s, stage_transfer_s
 from netns import Host, Lab
 from probes.training import GPT, GPTConfig, adamw
 
@@ -145,6 +146,90 @@ class _Rank:
         self.outer_opt.step()
         self.outer_opt.zero_grad()
 
+    def _ddp_accumulated(self, micro: int) -> None:
+        """`micro` micro-batches, the gradients all-reduced on the last one only (DDP's no_sync)."""
+        with self.ddp.no_sync():
+            for _ in range(micro - 1):
+                self.ddp(*self._batch()).backward()
+        self.ddp(*self._batch()).backward()
+        self.ddp_opt.step()
+        self.ddp_opt.zero_grad()
+
+    def _local_accumulated(self, micro: int) -> float:
+        """The same step with no communication; its duration."""
+        start = time.perf_counter()
+        for _ in range(micro):
+            self.local(*self._batch()).backward()
+        self.local_opt.step()
+        self.local_opt.zero_grad()
+        return time.perf_counter() - start
+
+    def _stage_forward(self, tokens: torch.Tensor, x: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """This rank's pipeline stage: rank 0 embeds and runs the first blocks, rank 1 the rest and the loss."""
+        model, split = self.local, self.cfg.n_layer // 2
+        if self.rank == 0:
+            positions = torch.arange(tokens.shape[1])
+            x = model.token_embedding(tokens) + model.position_embedding(positions)
+            for block in model.blocks[:split]:
+                x = block(x)
+            return x
+        assert x is not None
+        for block in model.blocks[split:]:
+            x = block(x)
+        logits = model.head(model.ln_f(x))
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def _activation_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.batch_size, self.cfg.seq_len, self.cfg.n_embd)
+
+    def _pipeline_step(self, micro: int) -> None:
+        """GPipe over two hosts: every forward, its activations sent on; then every backward, the
+        activation gradients sent back (gloo send/recv, fp32)."""
+        outs: list[torch.Tensor] = []
+        sends = []
+        for _ in range(micro):
+            tokens, targets = self._batch()
+            if self.rank == 0:
+                out = self._stage_forward(tokens, None, targets)
+                outs.append(out)
+                sends.append(dist.isend(out.detach().contiguous(), 1))
+            else:
+                x = torch.empty(self._activation_shape())
+                dist.recv(x, 0)
+                x.requires_grad_(True)
+                self._stage_forward(tokens, x, targets).backward()
+                assert x.grad is not None
+                sends.append(dist.isend(x.grad.contiguous(), 0))
+        if self.rank == 0:
+            for out in outs:
+                grad = torch.empty(self._activation_shape())
+                dist.recv(grad, 1)
+                out.backward(grad)
+        for work in sends:
+            work.wait()
+        self.local_opt.zero_grad()  # no optimizer step: the schedule is what is checked
+
+    def _local_stage(self, micro: int) -> float:
+        """This rank's stage for `micro` micro-batches with no communication, per micro-batch; one
+        rank at a time, as the stages mostly take turns in a two-stage GPipe."""
+        grad = torch.ones(self._activation_shape())
+        elapsed = 0.0
+        for turn in range(self.world):
+            dist.barrier()
+            if turn != self.rank:
+                continue
+            start = time.perf_counter()
+            for _ in range(micro):
+                tokens, targets = self._batch()
+                if self.rank == 0:
+                    self._stage_forward(tokens, None, targets).backward(grad)
+                else:
+                    x = torch.randn(self._activation_shape(), requires_grad=True)
+                    self._stage_forward(tokens, x, targets).backward()
+            elapsed = time.perf_counter() - start
+        self.local_opt.zero_grad()
+        return elapsed / micro
+
     def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Run `steps` of one phase, with compute timed beside it so that load from other
         processes on this machine weighs on both alike."""
@@ -159,6 +244,16 @@ class _Rank:
             out["step_s"] = [self._synced(lambda: self._diloco_round(cmd["h"], inner)) for _ in range(steps)]
             out["compute_s"] = inner
             out["checksum"] = float(self.outer.double().sum())
+        elif phase == "ddp_accum":
+            micro = int(cmd["micro"])
+            pairs = [(self._synced(lambda: self._ddp_accumulated(micro)), self._local_accumulated(micro))
+                     for _ in range(steps)]
+            out["step_s"], out["compute_s"] = [p[0] for p in pairs], [p[1] for p in pairs]
+            out["checksum"] = float(sum(p.double().sum() for p in self.ddp.parameters()))
+        elif phase == "pipeline":
+            micro = int(cmd["micro"])
+            pairs = [(self._synced(lambda: self._pipeline_step(micro)), self._local_stage(micro)) for _ in range(steps)]
+            out["step_s"], out["compute_s"] = [p[0] for p in pairs], [p[1] for p in pairs]
         elif phase == "allreduce":
             out["step_s"] = [self._synced(lambda: _bucketed_all_reduce(self.flat)) for _ in range(steps)]
         elif phase == "latency":
@@ -337,11 +432,17 @@ class Plan:
     diloco_rounds: int = 3
     allreduce_reps: int = 3
     latency_reps: int = 20
+    #: DDP with gradient accumulation: micro-batches per step (2 hosts only).
+    accum_micro: int = 4
+    accum_steps: int = 4
+    #: The two-stage pipeline: micro-batches per step (2 hosts only).
+    pipeline_micro: int = 3
+    pipeline_steps: int = 4
 
 
-def _node(spec: ModelSpec, cfg: GPTConfig, compute_s: float, uplink: float, rtt_s: float) -> Node:
-    """A node whose training FLOP/s is what the measured local step achieved on this model."""
-    rate = cfg.tokens_per_step * spec.flops_per_token / compute_s
+def _node(spec: ModelSpec, cfg: GPTConfig, compute_s: float, uplink: float, rtt_s: float, micro: int = 1) -> Node:
+    """A node whose training FLOP/s is what the measured local step (of `micro` micro-batches) achieved."""
+    rate = micro * cfg.tokens_per_step * spec.flops_per_token / compute_s
     unused = "not used: the validation compares step times only"
     node = Node(name="lab host (1 CPU thread)", dtype="fp32",
                 flops=Figure(rate, "measured: steps of the same model without communication, beside the phase"),
@@ -366,6 +467,9 @@ def measure_rate(s: Swarm, cfg: GPTConfig, uplink: float, plan: Plan) -> list[di
         "diloco": (1, plan.diloco_rounds, {"h": plan.diloco_h}),
         "allreduce": (0, plan.allreduce_reps, {}),  # the link is warm by then
     }
+    if n == 2:
+        phases["ddp_accum"] = (1, plan.accum_steps, {"micro": plan.accum_micro})
+        phases["pipeline"] = (1, plan.pipeline_steps, {"micro": plan.pipeline_micro})
     rows = []
     for phase, (warmup, steps, extra) in phases.items():
         if warmup:
@@ -386,6 +490,20 @@ def measure_rate(s: Swarm, cfg: GPTConfig, uplink: float, plan: Plan) -> list[di
             proj = diloco(spec, pj.Swarm.uniform(_node(spec, cfg, compute, uplink, rtt), n), tokens, settings=settings)
             projected, comm = proj.step_s, proj.comm_s
             measured /= plan.diloco_h  # per inner step, as the projection gives it
+        elif phase == "ddp_accum":
+            compute = _pace(replies, "compute_s")
+            micro = plan.accum_micro
+            accum = model_spec(float(cfg.n_params), layers=cfg.n_layer, width=cfg.n_embd, heads=cfg.n_head,
+                               seq=cfg.seq_len, vocab=cfg.vocab_size, batch_tokens=float(n * micro * cfg.tokens_per_step))
+            settings = Settings(grad_bits=16, micro_batch_tokens=cfg.tokens_per_step)
+            node = _node(accum, cfg, compute, uplink, rtt, micro=micro)
+            proj = ddp(accum, pj.Swarm.uniform(node, n), tokens, settings=settings)
+            projected, comm = proj.step_s, proj.comm_s
+        elif phase == "pipeline":
+            compute = _pace(replies, "compute_s")  # the slower stage, per micro-batch
+            transfer = stage_transfer_s(spec, 32, uplink, uplink * DOWNLINK_FACTOR, sequences=cfg.batch_size)
+            projected = pipeline_schedule_s(plan.pipeline_micro, 2, compute, transfer, rtt)
+            comm = projected - plan.pipeline_micro * compute
         assert projected is not None and comm is not None
         rows.append({
             "strategy": phase, "hosts": n, "uplink_bps": uplink, "downlink_bps": uplink * DOWNLINK_FACTOR,

@@ -122,12 +122,13 @@ def test_diloco_step_and_tokens() -> None:
 
 
 def test_pipeline_fill_and_drain_by_hand() -> None:
-    assert pipeline_schedule_s(8, 4, 0.5, 0.2, 0.03) == pytest.approx((8 + 4 - 1) * 0.5 + 3 * 0.03)
-    assert pipeline_schedule_s(8, 4, 0.1, 0.2, 0.03) == pytest.approx(11 * 0.2 + 3 * 0.03)
+    # m = 8 micro-batches, k = 4 stages of 0.6 s (forward 0.2, backward 0.4), transfers 0.3 s, RTT 30 ms
+    steady = 7 * (max(0.2, 0.3) + max(0.4, 0.3))
+    assert pipeline_schedule_s(8, 4, 0.6, 0.3, 0.03) == pytest.approx(steady + 4 * 0.6 + 2 * 3 * 0.3 + 3 * 0.03)
+    assert pipeline_schedule_s(1, 2, 0.6, 0.0, 0.0) == pytest.approx(2 * 0.6)  # one micro-batch: no overlap
     m = model_spec("7B")
-    # A middle stage sends s·h forward and s·h back on its uplink; with two stages, one of them.
-    assert stage_transfer_s(m, 4, 16, 25e6, 100e6) == pytest.approx(2 * 4096 * 4096 * 16 / 25e6)
-    assert stage_transfer_s(m, 2, 8, 25e6, 100e6) == pytest.approx(4096 * 4096 * 8 / 25e6)
+    assert stage_transfer_s(m, 16, 25e6, 100e6) == pytest.approx(4096 * 4096 * 16 / 25e6)
+    assert stage_transfer_s(m, 8, 100e6, 25e6, sequences=2) == pytest.approx(2 * 4096 * 4096 * 8 / 25e6)
 
 
 def test_pipeline_plan_step_by_hand() -> None:
@@ -143,8 +144,10 @@ def test_pipeline_plan_step_by_hand() -> None:
     stage_flops = 6 * stage_params + 12 * layers * 4096 * 4096
     factor = 8 / 6 if r.memory and r.memory.recompute == "full" else 1.0
     stage_s = 4096 * stage_flops * factor / 5e13
-    transfer = (1 if k == 2 else 2) * 4096 * 4096 * 16 / 25e6
-    schedule = (micro + k - 1) * max(stage_s, transfer) + (k - 1) * 0.03
+    transfer = 4096 * 4096 * 16 / 25e6
+    fwd, bwd = stage_s / 3, 2 * stage_s / 3
+    schedule = (micro - 1) * (max(fwd, transfer) + max(bwd, transfer)) + k * stage_s + 2 * (k - 1) * transfer \
+        + (k - 1) * 0.03
     assert micro == math.ceil(4e6 / (reps * 4096))
     if "all-reduce" in r.plan:
         ring = 2 * (reps - 1) / reps * stage_params * 2 * 8 / 25e6 + (reps - 1) * 0.03

@@ -30,20 +30,21 @@ def stage_flops_per_token(model: ModelSpec, stages: int) -> float:
     return 6 * stage_params(model, stages) + 12 * math.ceil(model.layers / stages) * model.width * model.seq
 
 
-def stage_transfer_s(model: ModelSpec, stages: int, bits: int, uplink: float, downlink: float,
-                     sequences: float = 1) -> float:
-    """A micro-batch's s·h activations (forward) and their gradients (backward) on the busiest link:
-    a middle stage sends both on its uplink and receives both on its downlink; with two stages each
-    direction of each link carries one of them."""
-    per_link = 1 if stages == 2 else 2
-    bits_moved = per_link * sequences * model.seq * model.width * bits
+def stage_transfer_s(model: ModelSpec, bits: int, uplink: float, downlink: float, sequences: float = 1) -> float:
+    """One micro-batch's s·h activations (or their gradients) over one boundary: the sender's uplink
+    and the receiver's downlink, whichever is slower. A GPipe phase sends one such message per link."""
+    bits_moved = sequences * model.seq * model.width * bits
     return max(bits_moved / uplink, bits_moved / downlink)
 
 
 def pipeline_schedule_s(micro_batches: int, stages: int, stage_s: float, transfer_s: float, rtt_s: float) -> float:
-    """Fill, steady state and drain: (m + k - 1) slots of the slower of a stage's compute and its
-    transfer, plus one latency per boundary (GPipe, Huang et al. 2019; 1F1B, Narayanan et al. 2021)."""
-    return (micro_batches + stages - 1) * max(stage_s, transfer_s) + (stages - 1) * rtt_s
+    """GPipe (Huang et al. 2019): all forwards, then all backwards, each phase a pipeline whose stages
+    are the k compute stages and the k - 1 links between them. A phase takes its fill and drain (k
+    computes, k - 1 transfers and latencies) plus (m - 1) slots of its slowest stage, compute or link.
+    Forward is a third of a stage's compute, backward two thirds (6N = 2N + 4N)."""
+    forward, backward = stage_s / 3, 2 * stage_s / 3
+    steady = (micro_batches - 1) * (max(forward, transfer_s) + max(backward, transfer_s))
+    return steady + stages * stage_s + 2 * (stages - 1) * transfer_s + (stages - 1) * rtt_s
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
             stage = model.seq * stage_flops_per_token(model, k) * recompute_factor(mem) / slow.node_flops
             if g > 1:  # FSDP inside the stage's node: gather and scatter its weights each micro-batch
                 stage = max(stage, 3 * (g - 1) / g * 2 * stage_params(model, k) / slow.intra_bw.value)
-            transfer = stage_transfer_s(model, k, settings.activation_bits, up, down)
+            transfer = stage_transfer_s(model, settings.activation_bits, up, down)
             schedule = pipeline_schedule_s(m, k, stage, transfer, rtt)
             batch = r * m * model.seq
             grads, algorithm = allreduce_s(stage_params(model, k) * settings.grad_bits / 8, r, up, down, rtt)
