@@ -92,32 +92,41 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
     b_crit = _critical(model, tokens, settings)
     calendar, availability = _sync_calendar(model, swarm)
     best: _Plan | None = None
+    transfer = stage_transfer_s(model, settings.activation_bits, up, down)
+    bands: dict[int, tuple[object, float, str]] = {}  # DiLoCo across r replicas does not depend on k
     for k in _stage_counts(model, k_min, min(n, model.layers)):
         layers = math.ceil(model.layers / k)
-        shards = model.params / stage_params(model, k) * g  # weights of one stage, sharded over the node's GPUs
+        params = stage_params(model, k)
+        shards = model.params / params * g  # weights of one stage, sharded over the node's GPUs
+        flops = stage_flops_per_token(model, k)
+        fits: dict[int, Memory | None] = {}  # by micro-batches in flight
         top = n // k
-        replica_counts = sorted({top, *(2**i for i in range(int(math.log2(top)) + 1))})
-        for r in replica_counts:
+        for r in sorted({top, *(2**i for i in range(int(math.log2(top)) + 1))}):
             m = max(1, math.ceil(model.batch_tokens / (r * model.seq)))
-            mem = fit(model, node.dtype, budget, state_shards=shards, optimizer_shards=shards,
-                      layers_in_flight=min(k, m) * layers / g, options=settings.memory)
+            in_flight = min(k, m)
+            if in_flight not in fits:
+                fits[in_flight] = fit(model, node.dtype, budget, state_shards=shards, optimizer_shards=shards,
+                                      layers_in_flight=in_flight * layers / g, options=settings.memory)
+            mem = fits[in_flight]
             if mem is None:
                 break  # more replicas only add micro-batches in flight
-            stage = model.seq * stage_flops_per_token(model, k) * recompute_factor(mem) / slow.node_flops
+            stage = model.seq * flops * recompute_factor(mem) / slow.node_flops
             if g > 1:  # FSDP inside the stage's node: gather and scatter its weights each micro-batch
-                stage = max(stage, 3 * (g - 1) / g * 2 * stage_params(model, k) / slow.intra_bw.value)
-            transfer = stage_transfer_s(model, settings.activation_bits, up, down)
+                stage = max(stage, 3 * (g - 1) / g * 2 * params / slow.intra_bw.value)
             schedule = pipeline_schedule_s(m, k, stage, transfer, rtt)
             batch = r * m * model.seq
-            grads, algorithm = allreduce_s(stage_params(model, k) * settings.grad_bits / 8, r, up, down, rtt)
-            syncs = [("all-reduce", grads, 1.0, None, "")]
+            batch_factor = critical_batch_factor(batch, model.batch_tokens, b_crit)
+            grads, algorithm = allreduce_s(params * settings.grad_bits / 8, r, up, down, rtt)
+            plans = [("all-reduce", grads, 1.0, None, "")]
             if r > 1:
-                band = diloco_token_factor(r, settings.diloco_h, model.params, m * model.seq, tokens)
-                quality, note = diloco_factor(band, settings)
-                pseudo, _ = allreduce_s(stage_params(model, k) * settings.diloco_bits / 8, r, up, down, rtt)
-                syncs.append((f"DiLoCo H={settings.diloco_h}", pseudo / settings.diloco_h, quality, band, note))
-            for sync, sync_s, quality, band, note in syncs:
-                factor = quality * critical_batch_factor(batch, model.batch_tokens, b_crit)
+                if r not in bands:
+                    band = diloco_token_factor(r, settings.diloco_h, model.params, m * model.seq, tokens)
+                    bands[r] = (band, *diloco_factor(band, settings))
+                band, quality, note = bands[r]
+                pseudo, _ = allreduce_s(params * settings.diloco_bits / 8, r, up, down, rtt)
+                plans.append((f"DiLoCo H={settings.diloco_h}", pseudo / settings.diloco_h, quality, band, note))
+            for sync, sync_s, quality, band, note in plans:
+                factor = quality * batch_factor
                 step = schedule + sync_s
                 wall = tokens * factor / batch * step
                 if best is None or wall < best.wall:
