@@ -123,3 +123,65 @@ def test_a_bad_nodes_csv_is_one_line(tmp_path: Path) -> None:
     csv = tmp_path / "nodes.csv"
     csv.write_text("card,count\nrtx4090,many\n")
     fails_cleanly(("--params", "125M", "--nodes-csv", str(csv)), "count must be a whole number")
+
+
+def _store_run(run_id: str, device, measurements: list) -> None:  # type: ignore[no-untyped-def]
+    """A run with these measurements on one device, saved in the test's database."""
+    from bench.document import RunDocument, RunInfo, utc_now
+    from bench.store import Store
+    from probes.inventory import Host
+
+    now = utc_now()
+    Store().save(RunDocument(run=RunInfo(id=run_id, started_at=now, finished_at=now, tool_version="test"),
+                             host=Host(os="Linux", python="3.12", ram_bytes=32 * 2**30), devices=[device],
+                             measurements=measurements))
+
+
+def _gtx1080_run(run_id: str, upload: float) -> None:
+    from probes.inventory import Device
+    from probes.measurement import Energy, Measurement
+
+    _store_run(
+        run_id,
+        Device(id="cuda:0", kind="cuda", name="NVIDIA GeForce GTX 1080", memory_bytes=8 * 2**30),
+        [
+            Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", samples=[8.1e12, 8.2e12, 8.3e12],
+                        dtype="fp32", device="cuda:0", variant="sustained",
+                        energy=Energy(method="nvml-counter", joules=1700.0, seconds=10.0, watts_avg=170.0)),
+            Measurement(probe="network", metric="net_upload", unit="bit/s", samples=[upload], device="net:x"),
+            Measurement(probe="network", metric="net_download", unit="bit/s", samples=[200e6], device="net:x"),
+            Measurement(probe="network", metric="net_rtt", unit="s", samples=[0.025], device="net:x"),
+        ],
+    )  # fmt: skip
+
+
+def test_from_a_stored_run_and_an_uneven_swarm_of_runs() -> None:
+    _gtx1080_run("abcdef0123456789", 20e6)
+    doc = as_json("--params", "125M", "--run", "abcdef01", "--gpus", "10", "--strategy", "diloco")
+    assert [s["strategy"] for s in doc["strategies"]] == ["diloco"]
+    assert doc["swarm"]["figures"]["flops"].startswith("measured in run abcdef01")
+    assert doc["swarm"]["figures"]["uplink_bps"] == "measured in run abcdef01: net_upload"
+    assert doc["swarm"]["figures"]["host_ram"] == "measured in run abcdef01: host RAM"
+    _gtx1080_run("fedcba9876543210", 5e6)
+    uneven = as_json("--params", "125M", "--run", "abcdef01*6", "--run", "fedcba98*2", "--strategy", "ddp")
+    assert [g["count"] for g in uneven["swarm"]["groups"]] == [6, 2] and uneven["swarm"]["nodes"] == 8
+    assert min(g["uplink_bps"] for g in uneven["swarm"]["groups"]) == 5e6  # the ring runs at this one
+
+
+def test_a_run_without_power_needs_node_watts_and_then_uses_it() -> None:
+    """A CPU-only run (no RAPL, as on a VM or a Mac) has no power figure: refused with the way out."""
+    from probes.inventory import Device
+    from probes.measurement import Energy, Measurement
+
+    _store_run(
+        "cafe0123456789ab",
+        Device(id="cpu", kind="cpu", name="AMD EPYC 7763 64-Core Processor", memory_bytes=32 * 2**30),
+        [Measurement(probe="compute", metric="matmul_flops", unit="FLOP/s", samples=[1.6e11, 1.7e11], dtype="fp32",
+                     device="cpu", variant="sustained",
+                     energy=Energy(method="unavailable", unavailable_reason="no RAPL in this VM"))],
+    )
+    fails_cleanly(("--params", "125M", "--run", "cafe0123", "--gpus", "10"), "--node-watts")
+    link = ("--uplink", "20mbit", "--downlink", "100mbit", "--rtt", "30ms")
+    doc = as_json("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "95", *link)
+    assert doc["swarm"]["figures"]["watts"] == "option --node-watts (the whole node, per GPU)"
+    fails_cleanly(("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "-1", *link), "node watts")

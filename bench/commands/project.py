@@ -42,15 +42,16 @@ def _card_node(name: str, gpus_per_node: int, node_mfu: float | None) -> pj.Node
                         rtt_s=parse_duration(DEFAULT_LINK[2], "--rtt"), source=f"default home link {'/'.join(DEFAULT_LINK)}")
 
 
-def _run_node(ref: str, db: str | None, gpus_per_node: int, node_mfu: float | None) -> pj.Node:
-    node = pj.node_from_run(load_run_document(ref, db))
+def _run_node(ref: str, db: str | None, gpus_per_node: int, node_mfu: float | None,
+              node_watts: float | None = None) -> pj.Node:
+    node = pj.node_from_run(load_run_document(ref, db), watts=node_watts)
     if node_mfu is not None:
         node = replace(node, utilisation=pj.Figure(node_mfu, "option --node-mfu"))
     return replace(node, gpus=gpus_per_node) if gpus_per_node != 1 else node
 
 
 def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gpus: int, gpus_per_node: int,
-                node_mfu: float | None, db: str | None) -> pj.Swarm:
+                node_mfu: float | None, db: str | None, node_watts: float | None = None) -> pj.Swarm:
     """The swarm from --card, one or more --run (ID or ID*COUNT), or a --nodes-csv file."""
     given = sum(x is not None and x != [] for x in (card, runs or None, nodes_csv))
     if given != 1:
@@ -63,7 +64,7 @@ def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gp
 
         def resolve(kind: str, name: str) -> pj.Node:
             return _card_node(name, gpus_per_node, node_mfu) if kind == "card" else \
-                _run_node(name, db, gpus_per_node, node_mfu)
+                _run_node(name, db, gpus_per_node, node_mfu, node_watts)
 
         return pj.parse_nodes_csv(text, resolve)
     if card is not None:
@@ -73,7 +74,7 @@ def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gp
     if len(runs) == 1 and "*" not in runs[0]:
         if gpus % gpus_per_node:
             raise FlopwattError(f"--gpus {gpus} is not a whole number of nodes of --gpus-per-node {gpus_per_node}")
-        return pj.Swarm.uniform(_run_node(runs[0], db, gpus_per_node, node_mfu), gpus // gpus_per_node)
+        return pj.Swarm.uniform(_run_node(runs[0], db, gpus_per_node, node_mfu, node_watts), gpus // gpus_per_node)
     groups = []
     for ref in runs:
         name, _, times = ref.partition("*")
@@ -81,7 +82,7 @@ def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gp
             n = int(times) if times else 1
         except ValueError:
             raise FlopwattError(f"--run {ref!r}: write ID or ID*COUNT") from None
-        groups.append(pj.NodeGroup(_run_node(name, db, gpus_per_node, node_mfu), n))
+        groups.append(pj.NodeGroup(_run_node(name, db, gpus_per_node, node_mfu, node_watts), n))
     return pj.Swarm(tuple(groups))
 
 
@@ -172,7 +173,7 @@ def project(
     if card is not None and dc_card is None and get_card(card).datacenter:
         dc_card = card
     swarm = build_swarm(card=card, runs=run or [], nodes_csv=nodes_csv, gpus=gpus, gpus_per_node=gpus_per_node,
-                        node_mfu=node_mfu, db=db)
+                        node_mfu=node_mfu, db=db, node_watts=node_watts)
     up = parse_bitrate(uplink, "--uplink") if uplink else None
     down = parse_bitrate(downlink, "--downlink") if downlink else None
     delay = parse_duration(rtt, "--rtt") if rtt else None
