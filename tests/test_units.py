@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import FlopwattError
-from bench.units import co2, count, energy, parse_bitrate, parse_duration, parse_size, usd
+from bench.units import bytes_, co2, count, energy, parse_bitrate, parse_duration, parse_size, seconds, si, usd
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,21 @@ def test_money_energy_co2_and_counts() -> None:
     assert energy(3.6e6) == "1 kWh" and energy(3.6e9 * 12.3) == "12.3 MWh" and energy(3.6e12 * 2) == "2 GWh"
     assert co2(999) == "999 kg" and co2(1500) == "1.5 t"
     assert count(1.24e9) == "1.24B" and count(140e9) == "140B" and count(2.5e12) == "2.5T"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(86400, "1.0 d"), (86399.9, "24.0 h"), (3600, "1.0 h"), (3599, "60.0 min"), (60, "1.0 min"), (59.99, "59.99 s"),
+     (1, "1.00 s"), (0.999, "999 ms"), (1e-3, "1 ms"), (9.99e-4, "999 µs")],
+)
+def test_seconds_at_each_boundary(value: float, text: str) -> None:
+    assert seconds(value) == text
+
+
+def test_si_and_bytes() -> None:
+    assert si(153.9e9, "FLOP/s") == "154 GFLOP/s" and si(1.2e15, "FLOP/s") == "1.2 PFLOP/s"
+    assert si(999, "W") == "999 W" and si(1000, "W") == "1 kW" and si(-2e6, "W") == "-2 MW"
+    assert si(2.5e9, "B/s") == "2.5 GB/s" and si(25e6, "bit/s") == "25 Mbit/s" and si(1e3, "params") == "1 kparams"
+    assert si(0.5, "ratio") == "50.0 %" and si(2, "s") == "2.00 s"
+    assert [bytes_(v) for v in (1024**3, 1.5 * 1024**3, 1023, 1024, 2**40, 3 * 2**20)] == \
+        ["1 GiB", "1.5 GiB", "1023 B", "1 KiB", "1 TiB", "3 MiB"]
