@@ -400,3 +400,16 @@ def test_node_from_run_reads_the_host() -> None:
     assert node.host_ram_bytes.value == 64 * 2**30
     assert node.host_idle_watts.value == pytest.approx(12.0 + 30.0)  # RAPL idle + the assumed rest
     assert node.host_memory_bw.value == 55e9
+
+
+def test_a_measured_achievable_figure_beats_the_datasheet_peak() -> None:
+    """Where bench/hardware.py carries a measured achievable matmul rate, the node uses it, labelled,
+    with training's share of sustained matmul; without one the peak times the assumed MFU."""
+    card = get_card("h100")
+    measured = dataclasses.replace(card, sources={**card.sources, "achievable": "mamf-finder, test"})
+    object.__setattr__(measured, "achievable", {"bf16": 700e12})
+    node = node_from_card(measured)
+    assert node.flops.value == 700e12 and node.flops.source.startswith("measured achievable bf16 matmul: mamf")
+    assert node.utilisation.value == 0.5
+    plain = node_from_card(card)
+    assert plain.flops.value == card.peak["bf16"] and plain.utilisation.value == 0.4

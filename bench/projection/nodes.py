@@ -128,14 +128,19 @@ def node_from_card(card: Card, *, utilisation: float | None = None, gpus: int = 
     check(gpus, "gpus per node", 1, 1024, low_inclusive=True)
     dtype = card.best_training_dtype
     src = card.source
-    util = Figure(check(utilisation, "node MFU", 0, 1), "option --node-mfu") if utilisation is not None else \
-        Figure(DEFAULT_MFU, "assumed: 40% MFU (Llama 3.1 405B reached 38-43%)")
+    flops = _card_flops(card, dtype)
+    if utilisation is not None:
+        util = Figure(check(utilisation, "node MFU", 0, 1), "option --node-mfu")
+    elif flops.source.startswith("measured"):
+        util = Figure(DEFAULT_MATMUL_SHARE, f"assumed: training reaches {DEFAULT_MATMUL_SHARE:.0%} of achievable matmul")
+    else:
+        util = Figure(DEFAULT_MFU, "assumed: 40% MFU (Llama 3.1 405B reached 38-43%)")
     intra = Figure(card.nvlink_bandwidth / 2, f"NVLink per direction: {src('nvlink')}") if card.nvlink_bandwidth \
         else Figure(card.pcie.bandwidth, f"PCIe {card.pcie.generation}.0 x{card.pcie.lanes}: {src('pcie')}")
     node = Node(
         name=card.name if gpus == 1 else f"{gpus}x {card.name}",
         dtype=dtype,
-        flops=_card_flops(card, dtype),
+        flops=flops,
         utilisation=util,
         memory_bytes=Figure(float(card.memory_bytes), f"datasheet: {src('memory')}"),
         watts=Figure(card.board_power_w, f"datasheet board power: {src('power')}"),

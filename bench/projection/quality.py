@@ -126,10 +126,6 @@ class TokenFactor:
     def in_published_range(self) -> bool:
         return not self.outside
 
-    @property
-    def pessimistic(self) -> float:
-        return self.high
-
     def to_dict(self) -> dict[str, object]:
         return {"low": self.low, "central": self.central, "high": self.high,
                 "loss_penalty": {"low": self.loss_penalty[0], "central": self.loss_penalty[1],

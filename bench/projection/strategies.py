@@ -259,16 +259,14 @@ def _critical(model: ModelSpec, tokens: float, settings: Settings) -> float:
     return settings.critical_batch_tokens or critical_batch_tokens(model.params, tokens)
 
 
-def _groups(plans: Sequence[tuple[NodeGroup, NodeStep]], prices: Prices, per_step_extra: float = 0.0,
-            compute_scale: float = 1.0) -> list[PowerGroup]:
+def _groups(plans: Sequence[tuple[NodeGroup, NodeStep]], prices: Prices) -> list[PowerGroup]:
     """Each group computes its own time per step and waits for the slowest and the network."""
     out = []
     for group, plan in plans:
         node = group.node
         card = node.price_usd.value * node.gpus if node.price_usd else None
         price = {"card": card, "pc": (card or 0.0) + node.host_price_usd.value, "none": None}[prices.swarm_hardware]
-        out.append(PowerGroup(group.count, node.active_watts, node.waiting_watts,
-                              (plan.compute_s + per_step_extra) * compute_scale, price))
+        out.append(PowerGroup(group.count, node.active_watts, node.waiting_watts, plan.compute_s, price))
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bench.errors import FlopwattError
@@ -129,6 +129,3 @@ def with_hours(swarm: Swarm, hours: float | None) -> Swarm:
     return Swarm(tuple(NodeGroup(replace(g.node, hours_per_day=Figure(hours, "option --hours-per-day")), g.count)
                        if g.node.hours_per_day.source.startswith("assumed") else g for g in swarm.groups))
 
-
-def describe(groups: Sequence[NodeGroup]) -> str:
-    return ", ".join(f"{g.count} x {g.node.name}" for g in groups)
