@@ -438,6 +438,8 @@ class Plan:
     #: The two-stage pipeline: micro-batches per step (2 hosts only).
     pipeline_micro: int = 3
     pipeline_steps: int = 4
+    #: The rates at which those two run; None: every rate of a 2-host run.
+    two_host_rates: tuple[float, ...] | None = None
 
 
 def _node(spec: ModelSpec, cfg: GPTConfig, compute_s: float, uplink: float, rtt_s: float, micro: int = 1) -> Node:
@@ -467,7 +469,7 @@ def measure_rate(s: Swarm, cfg: GPTConfig, uplink: float, plan: Plan) -> list[di
         "diloco": (1, plan.diloco_rounds, {"h": plan.diloco_h}),
         "allreduce": (0, plan.allreduce_reps, {}),  # the link is warm by then
     }
-    if n == 2:
+    if n == 2 and (plan.two_host_rates is None or uplink in plan.two_host_rates):
         phases["ddp_accum"] = (1, plan.accum_steps, {"micro": plan.accum_micro})
         phases["pipeline"] = (1, plan.pipeline_steps, {"micro": plan.pipeline_micro})
     rows = []

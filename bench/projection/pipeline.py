@@ -16,7 +16,7 @@ from bench.projection.energy import PowerGroup, Prices, Projection, account, inf
 from bench.projection.model import Memory, ModelSpec, fit, recompute_factor
 from bench.projection.nodes import node_sources
 from bench.projection.quality import critical_batch_factor, diloco_token_factor
-from bench.projection.strategies import GIB, Settings, _critical, _includes, _sync_calendar, diloco_factor, node_step
+from bench.projection.strategies import GIB, Settings, critical_batch, swarm_cost_includes, sync_calendar, diloco_factor, node_step
 from bench.projection.swarm import Swarm
 
 
@@ -89,8 +89,8 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
     budget = node.memory_bytes.value * settings.usable_memory
     g = node.gpus
     k_min = max(2, math.ceil(4 * model.params / (budget * g)))
-    b_crit = _critical(model, tokens, settings)
-    calendar, availability = _sync_calendar(model, swarm)
+    b_crit = critical_batch(model, tokens, settings)
+    calendar, availability = sync_calendar(model, swarm)
     best: _Plan | None = None
     transfer = stage_transfer_s(model, settings.activation_bits, up, down)
     bands: dict[int, tuple[object, float, str]] = {}  # DiLoCo across r replicas does not depend on k
@@ -152,7 +152,7 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
         steps=steps, step_s=best.step_s, compute_s=busy, comm_s=best.step_s - busy,
         groups=[PowerGroup(used, slow.active_watts, slow.waiting_watts, busy, price)],
         usd_per_kwh=prices.home_usd_per_kwh, pue=prices.home_pue, prices=prices, memory=best.memory,
-        sources=node_sources(slow), cost_includes=_includes(prices), calendar_factor=calendar,
+        sources=node_sources(slow), cost_includes=swarm_cost_includes(prices), calendar_factor=calendar,
         token_factor=best.factor, token_band=best.band, effective_batch_tokens=best.batch,  # type: ignore[arg-type]
         critical_batch_tokens=b_crit, outer_syncs=steps / settings.diloco_h if best.sync.startswith("DiLoCo") else None,
         notes=tuple(notes),

@@ -255,7 +255,7 @@ def _plans(model: ModelSpec, swarm: Swarm, node_tokens: float, settings: Setting
     return plans
 
 
-def _critical(model: ModelSpec, tokens: float, settings: Settings) -> float:
+def critical_batch(model: ModelSpec, tokens: float, settings: Settings) -> float:
     return settings.critical_batch_tokens or critical_batch_tokens(model.params, tokens)
 
 
@@ -270,13 +270,13 @@ def _groups(plans: Sequence[tuple[NodeGroup, NodeStep]], prices: Prices) -> list
     return out
 
 
-def _includes(prices: Prices) -> str:
+def swarm_cost_includes(prices: Prices) -> str:
     return {"card": "the cards, at launch price, amortised over the hours they train, plus home electricity",
             "pc": "the whole PCs (cards + assumed host price), amortised over the hours they train, plus home electricity",
             "none": "home electricity only (the machines are owned anyway)"}[prices.swarm_hardware]
 
 
-def _sync_calendar(model: ModelSpec, swarm: Swarm) -> tuple[float, str]:
+def sync_calendar(model: ModelSpec, swarm: Swarm) -> tuple[float, str]:
     """A synchronous ring needs every member online: the shortest day, less its download of the weights
     (assumes their hours overlap: the optimistic reading)."""
     share = min(online_share(g.node, model.params) for g in swarm.groups)
@@ -300,10 +300,10 @@ def ddp(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Price
     step = max(overlapped_step(plan, comm + plan.intra_sync_s) for _, plan in plans)
     compute = max(plan.compute_s for _, plan in plans)
     batch = per_node * n
-    b_crit = _critical(model, tokens, settings)
+    b_crit = critical_batch(model, tokens, settings)
     factor = critical_batch_factor(batch, model.batch_tokens, b_crit)
     steps = tokens * factor / batch
-    calendar, note = _sync_calendar(model, swarm)
+    calendar, note = sync_calendar(model, swarm)
     if math.isinf(calendar):
         return infeasible("ddp", "nodes are not online long enough to download the weights", hardware, swarm.gpus,
                           tokens, nodes=n)
@@ -316,7 +316,7 @@ def ddp(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Price
              f"{', FSDP in the node' if plans[0][1].layout == 'fsdp' else ''}",
         steps=steps, step_s=step, compute_s=compute, comm_s=step - compute, groups=_groups(plans, prices),
         usd_per_kwh=prices.home_usd_per_kwh, pue=prices.home_pue, prices=prices, memory=mem,
-        sources=node_sources(swarm.slowest), cost_includes=_includes(prices), calendar_factor=calendar,
+        sources=node_sources(swarm.slowest), cost_includes=swarm_cost_includes(prices), calendar_factor=calendar,
         token_factor=factor, effective_batch_tokens=batch, critical_batch_tokens=b_crit, notes=notes,
     )
 
@@ -358,7 +358,7 @@ def diloco(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Pr
     band = diloco_token_factor(n, h, model.params, per_node, tokens)
     quality, note = diloco_factor(band, settings)
     batch = per_node * n
-    b_crit = _critical(model, tokens, settings) * n**DILOCO_BATCH_EXPONENT
+    b_crit = critical_batch(model, tokens, settings) * n**DILOCO_BATCH_EXPONENT
     batch_factor = critical_batch_factor(batch, model.batch_tokens, b_crit)
     factor = quality * batch_factor
     steps = tokens * factor / batch
@@ -379,7 +379,7 @@ def diloco(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Pr
              f"{steps / h:,.0f} outer syncs, global batch {batch:,.0f}",
         steps=steps, step_s=inner + sync / h, compute_s=compute, comm_s=inner + sync / h - compute,
         groups=_groups(plans, prices), usd_per_kwh=prices.home_usd_per_kwh, pue=prices.home_pue, prices=prices,
-        memory=mem, sources=node_sources(swarm.slowest), cost_includes=_includes(prices), calendar_factor=n / online,
+        memory=mem, sources=node_sources(swarm.slowest), cost_includes=swarm_cost_includes(prices), calendar_factor=n / online,
         token_factor=factor, token_band=band, effective_batch_tokens=batch, critical_batch_tokens=b_crit,
         outer_syncs=steps / h, notes=tuple(x for x in notes if x),
     )
