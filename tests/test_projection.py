@@ -413,3 +413,12 @@ def test_a_measured_achievable_figure_beats_the_datasheet_peak() -> None:
     assert node.utilisation.value == 0.5
     plain = node_from_card(card)
     assert plain.flops.value == card.peak["bf16"] and plain.utilisation.value == 0.4
+
+
+def test_a_pipeline_that_no_split_fits_says_so() -> None:
+    """70B on RTX 3090s: one layer (0.86B params) and an embedding at 16 bytes/param overflow 24 GB."""
+    r = pipeline(model_spec("70B"), Swarm.uniform(home("rtx3090"), 2000), 1e12)
+    assert not r.feasible and r.reason.startswith("no split fits: a stage of one layer and an embedding needs")
+    eight_bit = pipeline(model_spec("70B"), Swarm.uniform(home("rtx3090"), 2000), 1e12,
+                         settings=Settings(memory=MemoryOptions(optimizer_8bit=True)))
+    assert eight_bit.feasible
