@@ -42,6 +42,8 @@ def test_a_duration_without_unit_is_refused() -> None:
 
 def test_parse_size() -> None:
     assert parse_size("32GiB") == 32 * 2**30 and parse_size("64GB") == 64e9 and parse_size("512 MB") == 512e6
+    assert [parse_size(f"1 {p}B") for p in ("Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T", "")] == \
+        [2**10, 2**20, 2**30, 2**40, 1e3, 1e6, 1e9, 1e12, 1.0]
     with pytest.raises(FlopwattError, match="cannot read"):
         parse_size("32G")
 
