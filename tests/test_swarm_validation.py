@@ -10,7 +10,8 @@ must put 2(n−1)/n of the buffer on the wire (plus framing).
 
 Rates: 25 and 100 Mbit/s on 2 hosts, 25 Mbit/s on 3 (where a ring, 4/3 of the buffer per rank,
 and a naive exchange, 2x, differ). `make bench` (benchmarks/swarm_bench.py) adds 10 and 400 Mbit/s
-and reports every ratio, including those outside the tolerance. About 70-90 s on a busy 2-core machine.
+and reports every ratio, including those outside the tolerance. 155-180 s on this 2-core VM under a load
+average of 8-10 from other test runs (2026-12-01).
 """
 
 from __future__ import annotations
