@@ -185,3 +185,9 @@ def test_a_run_without_power_needs_node_watts_and_then_uses_it() -> None:
     doc = as_json("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "95", *link)
     assert doc["swarm"]["figures"]["watts"] == "option --node-watts (the whole node, per GPU)"
     fails_cleanly(("--params", "125M", "--run", "cafe0123", "--gpus", "10", "--node-watts", "-1", *link), "node watts")
+
+
+def test_outside_the_published_range_is_said_in_the_table() -> None:
+    result = run("--params", "125M", "--card", "rtx4090", "--gpus", "1000", "--strategy", "diloco")
+    assert result.exit_code == 0, result.output
+    assert "outside the published range" in result.output and "pessimistic" in result.output

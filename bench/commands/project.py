@@ -280,7 +280,14 @@ def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Co
         return f"x{r.token_factor:.2f} ({b.low:.2f}-{b.central:.2f}-{b.high:.2f})"
 
     table.add_row("hardware", *[r.hardware for r in results])
-    table.add_row("feasible", *["yes" if r.feasible else f"[red]{r.reason}[/red]" for r in results])
+    def feasible(r: pj.Projection) -> str:
+        if not r.feasible:
+            return f"[red]{r.reason}[/red]"
+        if r.token_band is not None and not r.token_band.in_published_range:
+            return "[yellow]yes, outside the published range (pessimistic tokens)[/yellow]"
+        return "yes"
+
+    table.add_row("feasible", *[feasible(r) for r in results])
     row("plan", lambda r: r.plan)
     row("tokens: factor (low-central-high)", band)
     row("tokens processed", lambda r: count(r.tokens_processed))
