@@ -191,3 +191,10 @@ def test_outside_the_published_range_is_said_in_the_table() -> None:
     result = run("--params", "125M", "--card", "rtx4090", "--gpus", "1000", "--strategy", "diloco")
     assert result.exit_code == 0, result.output
     assert "outside the published range" in result.output and "pessimistic" in result.output
+
+
+def test_hours_per_day_stretch_the_calendar() -> None:
+    (d,) = as_json("--params", "125M", "--card", "rtx4090", "--gpus", "8", "--strategy", "ddp",
+                   "--hours-per-day", "12")["strategies"]
+    join = 2 * 125e6 * 8 / 100e6  # the bf16 weights over the default 100 Mbit/s downlink, once a day
+    assert d["calendar_s"] == pytest.approx(d["wall_clock_s"] / ((12 * 3600 - join) / 86400), rel=1e-12)
