@@ -212,3 +212,16 @@ def test_claims_per_owner_by_hand() -> None:
     assert c.owner_datacenter_share_usd == pytest.approx((purchase + (dc.energy_cost_usd or 0)) / 10)
     assert c.power_bill_exceeds_datacenter is ((swarm.energy_cost_usd or 0) > purchase)
     assert c.nodes_per_reference["h200"] == pytest.approx((989.4e12 / 1e14, 141 / 80))
+
+
+def test_colocated_step_by_hand() -> None:
+    """7B on 64 H100: tp = pp = 1, d = 64 fits 80 GB with ZeRO-1; the ring crosses servers at 400 GB/s."""
+    r = colocated(model_spec("7B"), get_card("h100"), 64, 1e11)
+    assert r.plan.startswith("tp=1 pp=1 dp=64")
+    fpt = 6 * 6.74e9 + 12 * 32 * 4096 * 4096
+    compute = 4e6 * fpt / (64 * 989.4e12 * 0.4)
+    ring = 2 * 63 / 64 * (2 * 6.74e9) / min(450e9, 400e9 / 8 * 8)  # NVLink 4 per direction vs 8 x 400 Gb/s NICs
+    assert r.compute_s == pytest.approx(compute, rel=1e-12)
+    assert r.comm_s == pytest.approx(ring, rel=1e-12)
+    assert r.step_s == pytest.approx(max(compute, ring), rel=1e-12)
+    assert r.wall_clock_s == pytest.approx(1e11 / 4e6 * max(compute, ring), rel=1e-12)
