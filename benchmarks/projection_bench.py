@@ -71,7 +71,26 @@ def run(repeats: int = 30) -> dict[str, Any]:
         "scenario": f"{sc.model.name} on {sc.swarm.name} vs {sc.dc_gpus} x {sc.dc_card.name}, all strategies",
         "published_runs": validation,
         "decentralised_runs": decentralised_runs(),
+        "review_f1_cases": review_cases(),
     }
+
+
+def review_cases() -> list[dict[str, Any]]:
+    """The review's F1 table (DiLoCo at 25/100 Mbit/s, 30 ms, H = 500, int8), as the model now answers it."""
+    rows = []
+    for preset, card, n in (("125M", "rtx4090", 1000), ("1B", "rtx5090", 1000), ("1B", "rtx5090", 100),
+                            ("1B", "rtx5090", 8)):
+        node = pj.with_link(pj.node_from_card(get_card(card)), uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+        m = pj.model_spec(preset)
+        r = pj.diloco(m, pj.Swarm.uniform(node, n), pj.default_tokens(m))
+        band = r.token_band
+        fastest = pj.best(pj.project(pj.scenario(m, pj.Swarm.uniform(node, n))))
+        rows.append({"case": f"{preset} on {n} x {get_card(card).name}", "global_batch": r.effective_batch_tokens,
+                     "outer_syncs": r.outer_syncs, "in_published_range": band.in_published_range if band else None,
+                     "band": f"{band.low:.3g}-{band.central:.3g}-{band.high:.3g}" if band else "",
+                     "token_factor_used": r.token_factor, "diloco_days": (r.calendar_s or 0) / pj.DAY,
+                     "fastest_swarm_strategy": fastest.strategy if fastest else None})
+    return rows
 
 
 #: INTELLECT-1 (Jaghouar et al. 2024, arXiv 2412.01152): 10B Llama-3 shape (PrimeIntellect-ai/prime
