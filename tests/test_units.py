@@ -54,6 +54,9 @@ def test_money_energy_co2_and_counts() -> None:
     assert energy(3.6e6) == "1 kWh" and energy(3.6e9 * 12.3) == "12.3 MWh" and energy(3.6e12 * 2) == "2 GWh"
     assert co2(999) == "999 kg" and co2(1500) == "1.5 t"
     assert count(1.24e9) == "1.24B" and count(140e9) == "140B" and count(2.5e12) == "2.5T"
+    assert [count(v) for v in (1e12, 1e9, 1e6, 1e3, 999)] == ["1T", "1B", "1M", "1k", "999"]
+    assert [usd(v) for v in (1e9, 1e6, 1e3, 999)] == ["$1B", "$1M", "$1k", "$999"]
+    assert energy(3.6e6 * 1e6) == "1 GWh" and energy(3.6e6 * 1e3) == "1 MWh" and co2(1e3) == "1 t"
 
 
 @pytest.mark.parametrize(
