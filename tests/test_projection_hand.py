@@ -225,3 +225,19 @@ def test_colocated_step_by_hand() -> None:
     assert r.comm_s == pytest.approx(ring, rel=1e-12)
     assert r.step_s == pytest.approx(max(compute, ring), rel=1e-12)
     assert r.wall_clock_s == pytest.approx(1e11 / 4e6 * max(compute, ring), rel=1e-12)
+
+
+def test_two_gpu_node_of_replicas_and_an_offloaded_optimizer_by_hand() -> None:
+    """A node of 2 GPUs that each hold 125M: they all-reduce inside the node (2(G-1)/G·2N over the
+    16 GB/s link between them) before the ring between nodes; offloading adds PCIe and a CPU Adam."""
+    node = lab_node(gpus=2, intra_bw=Figure(16e9, "t"))
+    r = ddp(M125, Swarm.uniform(node, 4), 1e9)
+    seqs = math.ceil(0.5e6 / (4 * 2 * 2048))  # per GPU: 31 sequences, one micro-batch
+    c = 2 * seqs * 2048 * FPT / (2 * 1e14 * 0.5)
+    intra = 2 * 1 / 2 * 2 * 125e6 / 16e9
+    assert r.step_s == pytest.approx(c / 3 + max(2 * c / 3, RING + intra), rel=1e-12)
+    from bench.projection import MemoryOptions
+    off = ddp(M125, Swarm.uniform(lab_node(), 4), 1e9, settings=Settings(memory=MemoryOptions(offload_optimizer=True)))
+    offload = 4 * 125e6 / 16e9 + 28 * 125e6 / 40e9  # grads down, weights up; CPU Adam at 40 GB/s
+    assert off.step_s == pytest.approx(COMPUTE / 3 + max(2 * COMPUTE / 3, RING) + offload, rel=1e-12)
+    assert off.memory is not None and off.memory.optimizer == 0 and off.memory.host_optimizer == 12 * 125e6
