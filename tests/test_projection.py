@@ -17,6 +17,7 @@ from bench.projection import (
     Settings,
     Swarm,
     allreduce_s,
+    claims,
     critical_batch_tokens,
     colocated,
     ddp,
@@ -403,16 +404,24 @@ def test_node_from_run_reads_the_host() -> None:
 
 
 def test_a_measured_achievable_figure_beats_the_datasheet_peak() -> None:
-    """Where bench/hardware.py carries a measured achievable matmul rate, the node uses it, labelled,
-    with training's share of sustained matmul; without one the peak times the assumed MFU."""
-    card = get_card("h100")
-    measured = dataclasses.replace(card, sources={**card.sources, "achievable": "mamf-finder, test"})
-    object.__setattr__(measured, "achievable", {"bf16": 700e12})
-    node = node_from_card(measured)
-    assert node.flops.value == 700e12 and node.flops.source.startswith("measured achievable bf16 matmul: mamf")
+    """Where bench/hardware.py carries a measured achievable matmul rate (mamf-finder's H100 row), the
+    node uses it, labelled, with training's share of sustained matmul; a card without one (the RTX
+    4090) keeps the peak times the assumed MFU."""
+    h100 = get_card("h100")
+    achieved = h100.achievable("bf16")
+    assert achieved is not None
+    node = node_from_card(h100)
+    assert node.flops.value == achieved.value and node.flops.source.startswith("measured achievable bf16 matmul")
     assert node.utilisation.value == 0.5
-    plain = node_from_card(card)
-    assert plain.flops.value == card.peak["bf16"] and plain.utilisation.value == 0.4
+    rtx = get_card("rtx4090")
+    assert rtx.achievable("bf16") is None
+    plain = node_from_card(rtx)
+    assert plain.flops.value == rtx.peak["bf16"] and plain.utilisation.value == 0.4
+    # The claims set like beside like: a measured node against the H200's measured achievable rate.
+    sc = scenario(model_spec("125M"), Swarm.uniform(with_link(node, uplink_bps=1e9, downlink_bps=1e9, rtt_s=0.01), 8))
+    by_flops, _ = claims(sc, project(sc)).nodes_per_reference["h200"]
+    h200 = get_card("h200").achievable("bf16")
+    assert h200 is not None and by_flops == pytest.approx(h200.value / achieved.value)
 
 
 def test_a_pipeline_that_no_split_fits_says_so() -> None:

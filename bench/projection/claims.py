@@ -49,12 +49,20 @@ def claims(sc: Scenario, results: Sequence[Projection]) -> Claims:
     with DiLoCo at its pessimistic end wherever it leaves the published range)."""
     node = sc.swarm.slowest
     per_ref = {}
+    # Like with like: a measured node against the reference's measured achievable rate where there
+    # is one, a datasheet node against the datasheet peak.
+    measured = node.flops.source.startswith("measured")
     for key in ("h100", "h200"):
         ref = get_card(key)
-        per_ref[key] = (ref.peak[ref.best_training_dtype] / (node.flops.value * node.gpus),
+        dtype = ref.best_training_dtype
+        achieved = ref.achievable(dtype) if measured else None
+        ref_flops = achieved.value if achieved else ref.peak[dtype]
+        per_ref[key] = (ref_flops / (node.flops.value * node.gpus),
                         ref.memory_bytes / (node.memory_bytes.value * node.gpus))
+    h200 = get_card("h200")
+    kind = "measured achievable" if measured and h200.achievable(h200.best_training_dtype) else "datasheet"
     ratios: dict[str, float] = {}
-    notes = [f"node FLOP/s: {node.flops.source}; reference: datasheet {get_card('h200').best_training_dtype} peak"]
+    notes = [f"node FLOP/s: {node.flops.source}; reference: {kind} {h200.best_training_dtype} matmul"]
     if all(g.node.uplink_bps is not None for g in sc.swarm.groups):
         up = sc.swarm.link()[0]
         h200, b200 = get_card("h200"), get_card("b200")

@@ -115,11 +115,11 @@ def node_sources(node: Node) -> dict[str, str]:
 
 
 def _card_flops(card: Card, dtype: str) -> Figure:
-    """The card's matmul rate: a measured achievable figure where bench.hardware has one, else the peak."""
-    achievable = getattr(card, "achievable", None)
-    measured = achievable.get(dtype) if isinstance(achievable, Mapping) else None
-    if isinstance(measured, (int, float)) and measured > 0:
-        return Figure(float(measured), f"measured achievable {dtype} matmul: {card.source('achievable')}")
+    """The card's matmul rate: the measured achievable figure bench/hardware.py carries (mamf-finder's
+    table, chiefly), else the datasheet peak."""
+    measured = card.achievable(dtype)
+    if measured is not None:
+        return Figure(measured.value, f"measured achievable {dtype} matmul ({measured.date}): {measured.source}")
     return Figure(card.peak[dtype], f"datasheet {dtype} peak: {card.source('flops')}")
 
 
