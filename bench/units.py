@@ -39,6 +39,21 @@ def seconds(value: float) -> str:
     return f"{value * 1e6:.3g} µs"
 
 
+#: The units a duration is shown in, largest first: a Julian year (365.25 d) down to a microsecond.
+TIME_UNITS: tuple[tuple[float, str], ...] = (
+    (365.25 * 86400, "yr"), (86400, "d"), (3600, "h"), (60, "min"), (1, "s"), (1e-3, "ms"), (1e-6, "µs"))
+
+
+def duration_label(value: float) -> str:
+    """A duration as an axis tick: the largest unit it reaches, no trailing zeros ("10 h", "1 d", "1 yr"),
+    so a round duration reads round; `seconds` keeps one decimal for table cells."""
+    for scale, unit in TIME_UNITS:
+        if abs(value) >= scale * (1 - 1e-9):
+            number = value / scale
+            return f"{number:,.0f} {unit}" if abs(number) >= 1000 else f"{number:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
 def bytes_(value: float) -> str:
     """Memory sizes in binary units (GiB), as memory is sold and reported by the OS."""
     for scale, prefix in ((1024**4, "Ti"), (1024**3, "Gi"), (1024**2, "Mi"), (1024, "Ki")):
