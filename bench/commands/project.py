@@ -18,8 +18,9 @@ from rich.table import Table
 from bench import projection as pj
 from bench.errors import FlopwattError
 from bench.hardware import get_card
-from bench.plots import line_plot
-from bench.units import bytes_, co2, count, energy, parse_bitrate, parse_duration, parse_size, seconds, usd
+from bench.plots import duration_ticks, line_plot
+from bench.units import bytes_, co2, count, duration_label, energy, parse_bitrate, parse_duration, parse_size, \
+    seconds, usd
 
 #: Option defaults come from the projection's own stated defaults (docs/projection.md).
 _PRICES = pj.Prices()
@@ -259,108 +260,150 @@ def to_json(sc: pj.Scenario, results: list[pj.Projection], answers: pj.Claims) -
     }
 
 
+class Footnotes:
+    """Numbered lines under the table for what a cell cannot hold (reasons, plans, notes, what a cost
+    counts): the same text gets one number, whichever columns point to it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], list[str]] = {}
+
+    def ref(self, strategy: str, kind: str, text: str) -> str:
+        who = self._entries.setdefault((kind, text), [])
+        if strategy not in who:
+            who.append(strategy)
+        return f"[{list(self._entries).index((kind, text)) + 1}]"
+
+    def lines(self) -> list[tuple[str, str]]:
+        return [(f"[{i}]", f"{', '.join(who)}{' ' + kind if kind else ''}: {text}")
+                for i, ((kind, text), who) in enumerate(self._entries.items(), start=1)]
+
+
+def print_lines(console: Console, lines: list[tuple[str, str]], style: str = "") -> None:
+    """Tagged lines wrapped under their text, not under the tag; a word wider than the line (a URL)
+    is folded, never cut."""
+    grid = Table.grid(padding=(0, 1), pad_edge=True)
+    grid.add_column(no_wrap=True, style=style)
+    grid.add_column(overflow="fold", style=style)
+    for tag, text in lines:
+        grid.add_row(tag, text)
+    console.print(grid)
+
+
+def plan_in_brief(r: pj.Projection) -> str:
+    """The split a strategy chose, in a few words (tp/pp/dp, stages x pipelines, H): the plan's first
+    clause, or the tokens each node takes per step for data parallel."""
+    if r.strategy == "ddp" and r.effective_batch_tokens and r.nodes:
+        return f"{count(r.effective_batch_tokens / r.nodes)} tokens per node"
+    return r.plan.split(", ")[0]
+
+
 def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Console) -> None:
-    """Strategies side by side: the datacenter next to the swarm strategies."""
+    """Strategies side by side, the datacenter next to the swarm strategies. Cells stay short enough
+    for an 80-column terminal; whatever is longer (why a strategy is out, the whole plan, its notes,
+    what its cost counts) is a numbered line under the table, in full."""
     m = sc.model
     console.print(f"[bold]Training {m.name}[/bold] ({count(m.params)} parameters, {m.layers} layers x {m.width}) "
                   f"on {count(sc.tokens)} tokens: {sc.dc_gpus} x {sc.dc_card.name} in a datacenter vs "
                   f"{sc.swarm.name} at home")
+    notes = Footnotes()
     table = Table(show_header=True, header_style="bold")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for r in results:
-        table.add_column(r.strategy + ("" if r.feasible else " (no)"), justify="right")
+        table.add_column(r.strategy, justify="right", overflow="fold")
 
     def row(label: str, fmt: Any) -> None:
         table.add_row(label, *[fmt(r) if r.feasible else "-" for r in results])
 
-    def band(r: pj.Projection) -> str:
-        if r.token_band is None:
-            return f"x{r.token_factor:.2f}"
-        b = r.token_band
-        return f"x{r.token_factor:.2f} ({b.low:.2f}-{b.central:.2f}-{b.high:.2f})"
-
-    table.add_row("hardware", *[r.hardware for r in results])
     def feasible(r: pj.Projection) -> str:
         if not r.feasible:
-            return f"[red]{r.reason}[/red]"
+            return f"[red]no, see {notes.ref(r.strategy, '', r.reason)}[/red]"
         if r.token_band is not None and not r.token_band.in_published_range:
-            return "[yellow]yes, outside the published range (pessimistic tokens)[/yellow]"
-        return "yes"
+            outside = next(n for n in r.notes if n.startswith("outside the published range"))
+            return f"[yellow]yes, see {notes.ref(r.strategy, '', outside)}[/yellow]"
+        return f"yes, see {notes.ref(r.strategy, '', r.reason)}" if r.reason else "yes"
 
     table.add_row("feasible", *[feasible(r) for r in results])
-    row("plan", lambda r: r.plan)
-    row("tokens: factor (low-central-high)", band)
-    row("tokens processed", lambda r: count(r.tokens_processed))
-    row("global batch (tokens)", lambda r: count(r.effective_batch_tokens or 0))
-    row("wall clock (training)", lambda r: seconds(r.wall_clock_s))
+    row("plan", lambda r: f"{plan_in_brief(r)} {notes.ref(r.strategy, 'plan', r.plan)}")
+    table.add_row("GPUs", *[f"{r.gpus:,}" for r in results])
+    row("token factor", lambda r: f"x{r.token_factor:.2f}")
+    if any(r.token_band for r in results):
+        row("token band", lambda r: "-" if r.token_band is None else
+            f"{r.token_band.low:.2f} {r.token_band.central:.2f} {r.token_band.high:.2f}")
+    row("tokens", lambda r: count(r.tokens_processed))
+    row("global batch", lambda r: count(r.effective_batch_tokens or 0))
+    row("wall clock", lambda r: seconds(r.wall_clock_s))
     row("calendar", lambda r: seconds(r.calendar_s))
     row("GPU-hours", lambda r: f"{r.gpu_hours:,.0f}")
     row("step: compute", lambda r: seconds(r.compute_s))
-    row("step: communication", lambda r: seconds(r.comm_s))
+    row("step: comm", lambda r: seconds(r.comm_s))
     row("step: total", lambda r: seconds(r.step_s))
-    row("energy (whole machines)", lambda r: energy(r.energy_j))
-    row("energy per target token", lambda r: f"{r.energy_per_token_j:.3g} J")
-    row("cost: electricity", lambda r: usd(r.energy_cost_usd))
+    row("energy", lambda r: energy(r.energy_j))
+    row("energy/token", lambda r: f"{r.energy_per_token_j:.3g} J")
+    row("cost: power", lambda r: usd(r.energy_cost_usd))
     row("cost: hardware", lambda r: usd(r.hardware_cost_usd))
-    row("cost: total", lambda r: usd(r.cost_usd))
+    row("cost: total", lambda r: f"{usd(r.cost_usd)} {notes.ref(r.strategy, 'cost counts', r.cost_includes)}")
     row("CO2", lambda r: co2(r.co2_kg))
-    row("memory per GPU", lambda r: f"{bytes_(r.memory.total)} ({r.memory.recompute} recompute)")
+    row("memory/GPU", lambda r: bytes_(r.memory.total))
+    row("recompute", lambda r: r.memory.recompute)
+    if any(r.notes for r in results):
+        table.add_row("notes", *[" ".join(notes.ref(r.strategy, "", n) for n in r.notes) or "-" for r in results])
     console.print(table)
-    for r in results:
-        if r.feasible:
-            console.print(f"  {r.strategy}: cost counts {r.cost_includes}", style="dim")
-        for note in r.notes:
-            console.print(f"  {r.strategy}: {note}", style="dim")
+    print_lines(console, notes.lines())
     sources = pj.node_sources(sc.swarm.slowest)
-    for key, label in (("flops", "node FLOP/s"), ("utilisation", "node utilisation"), ("watts", "GPU power"),
-                       ("host_watts", "host power"), ("uplink_bps", "uplink")):
-        if sources.get(key):
-            console.print(f"  {label}: {sources[key]}", style="dim")
+    legend = [(f"{label}:", sources[key]) for key, label in (
+        ("flops", "node FLOP/s"), ("utilisation", "node utilisation"), ("watts", "GPU power"),
+        ("host_watts", "host power"), ("uplink_bps", "uplink")) if sources.get(key)]
+    legend.append(("energy:", "the whole machines (GPUs, the rest of the PC or server, PUE); per token: over the "
+                              "tokens of the target, so tokens a strategy wastes count against it"))
     if any(r.token_band for r in results):
-        console.print(f"  DiLoCo token band: {pj.quality.SOURCE}", style="dim")
+        legend.append(("token band:", f"DiLoCo's tokens over synchronous training, low central high: "
+                                      f"{pj.quality.SOURCE}"))
+    print_lines(console, legend, style="dim")
 
 
 def render_claims(sc: pj.Scenario, answers: pj.Claims, console: Console) -> None:
-    """The common claims, answered for these nodes."""
+    """The common claims, answered for these nodes, then where their figures come from."""
     node = sc.swarm.slowest
-    console.print("\n[bold]The claims, for these nodes[/bold]")
-    for key, (by_flops, by_memory) in answers.nodes_per_reference.items():
-        console.print(f"  {by_flops:,.1f} x {node.name} match one {get_card(key).name} in FLOP/s; "
-                      f"{by_memory:,.1f} in memory")
+    claims = [f"{by_flops:,.1f} x {node.name} match one {get_card(key).name} in FLOP/s; {by_memory:,.1f} in memory"
+              for key, (by_flops, by_memory) in answers.nodes_per_reference.items()]
     if answers.link_ratios:
         r = answers.link_ratios
-        console.print(f"  H200 HBM moves {r['hbm']:,.0f}x, NVLink 4 {r['nvlink4']:,.0f}x and NVLink 5 "
+        claims.append(f"H200 HBM moves {r['hbm']:,.0f}x, NVLink 4 {r['nvlink4']:,.0f}x and NVLink 5 "
                       f"{r['nvlink5']:,.0f}x what this uplink does")
     sw, dc = answers.swarm_energy_per_token_j, answers.datacenter_energy_per_token_j
     if sw and dc:
-        console.print(f"  energy per token: swarm ({answers.swarm_strategy}) {sw:.3g} J vs datacenter {dc:.3g} J "
+        claims.append(f"energy per token: swarm ({answers.swarm_strategy}) {sw:.3g} J vs datacenter {dc:.3g} J "
                       f"({sw / dc:,.1f}x)")
     bill = answers.power_bill_exceeds_datacenter
     if bill is None:
-        console.print("  no swarm strategy is feasible for this model on these nodes")
-        return
-    verdict = "more" if bill else "less"
-    console.print(f"  the swarm's power bill for this job ({usd(answers.swarm_power_bill_usd)}) costs {verdict} than "
-                  f"buying the datacenter ({usd(answers.datacenter_purchase_usd)}, GPUs x "
-                  f"{sc.prices.server_capex_factor:g} for servers and network)")
-    console.print(f"  each of the {answers.owners:,} owners pays {usd(answers.owner_power_bill_usd)} on their own power "
-                  f"bill for the job ({usd(answers.owner_power_bill_per_month_usd)} a month while it runs); their share "
-                  f"of the datacenter would be {usd(answers.owner_datacenter_share_usd)}")
+        claims.append("no swarm strategy is feasible for this model on these nodes")
+    else:
+        claims.append(f"the swarm's power bill for this job ({usd(answers.swarm_power_bill_usd)}) costs "
+                      f"{'more' if bill else 'less'} than buying the datacenter "
+                      f"({usd(answers.datacenter_purchase_usd)}, GPUs x {sc.prices.server_capex_factor:g} for "
+                      "servers and network)")
+        claims.append(f"each of the {answers.owners:,} owners pays {usd(answers.owner_power_bill_usd)} on their own "
+                      f"power bill for the job ({usd(answers.owner_power_bill_per_month_usd)} a month while it runs); "
+                      f"their share of the datacenter would be {usd(answers.owner_datacenter_share_usd)}")
+    console.print("\n[bold]The claims, for these nodes[/bold]")
+    print_lines(console, [("", claim) for claim in claims])
+    print_lines(console, [(f"{tag}:", text) for tag, _, text in (n.partition(": ") for n in answers.notes)],
+                style="dim")
 
 
 def render_sweep(points: list[tuple[int, list[pj.Projection]]], console: Console) -> None:
-    """Days and cost of the fastest swarm strategy against node count, the datacenter for reference."""
+    """Calendar time and cost of the fastest swarm strategy against node count, the datacenter for reference."""
     xs = [float(n) for n, _ in points]
     swarm = [pj.best(rs) for _, rs in points]
     dc = [next((r for r in rs if r.strategy == "colocated" and r.feasible), None) for _, rs in points]
-    days = {"fastest swarm strategy": [r.calendar_s / pj.DAY if r and r.calendar_s else None for r in swarm],
-            "datacenter (FLOP-matched)": [r.calendar_s / pj.DAY if r and r.calendar_s else None for r in dc]}
+    days = {"fastest swarm strategy": [r.calendar_s if r else None for r in swarm],
+            "datacenter (FLOP-matched)": [r.calendar_s if r else None for r in dc]}
     cost = {"fastest swarm strategy": [r.cost_usd if r else None for r in swarm],
             "datacenter (FLOP-matched)": [r.cost_usd if r else None for r in dc]}
     width = min(100, max(60, console.width - 2))
     console.print()
-    console.print(line_plot(xs, days, title="Days to train", xlabel="swarm nodes", ylabel="days", width=width),
-                  markup=False, highlight=False)
+    console.print(line_plot(xs, days, title="Days to train", xlabel="swarm nodes", ylabel="calendar", width=width,
+                            y_ticks=duration_ticks, y_format=duration_label), markup=False, highlight=False)
     console.print()
-    console.print(line_plot(xs, cost, title="Cost in USD", xlabel="swarm nodes", ylabel="USD", width=width),
-                  markup=False, highlight=False)
+    console.print(line_plot(xs, cost, title="Cost in USD", xlabel="swarm nodes", ylabel="USD", width=width,
+                            y_format=usd), markup=False, highlight=False)
