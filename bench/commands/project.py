@@ -312,7 +312,9 @@ def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Co
         table.add_column(r.strategy, justify="right", overflow="fold")
 
     def row(label: str, fmt: Any) -> None:
-        table.add_row(label, *[fmt(r) if r.feasible else "-" for r in results])
+        """A figure's row, left out when no strategy is feasible (a column of dashes says nothing)."""
+        if any(r.feasible for r in results):
+            table.add_row(label, *[fmt(r) if r.feasible else "-" for r in results])
 
     def feasible(r: pj.Projection) -> str:
         if not r.feasible:
