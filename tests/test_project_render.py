@@ -145,3 +145,13 @@ def test_a_feasible_strategy_with_a_caveat_points_to_it() -> None:
     lines = captured.get().splitlines()
     assert next(line for line in lines if line.startswith("│ feasible")).split("│")[2].strip() == "yes, see [1]"
     assert any(line.strip() == f"[1] colocated: {caveat}" for line in lines)
+
+
+def test_the_readme_example_is_what_the_command_prints() -> None:
+    """The README shows the issue's example whole; the projection is arithmetic, so it must match."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    args = ("--params", "7B", "--card", "RTX 4090", "--gpus", "1000", *LINK)
+    command = "$ flopwatt project " + " ".join(f'"{a}"' if " " in a else a for a in args)
+    shown = readme.split(command + "\n", 1)[1].split("\n```", 1)[0]
+    printed = project(args, 80).output
+    assert shown.splitlines() == [line.rstrip() for line in printed.rstrip("\n").splitlines()]
