@@ -90,7 +90,7 @@ def duration_ticks(lo: float, hi: float, log: bool, most: int) -> list[float]:
     def ladder(mantissas: Sequence[int]) -> list[float]:
         found = []
         for scale, bigger in zip(units[::-1], [*units[::-1][1:], math.inf]):
-            top = min(hi, bigger * (1 - 1e-9))  # 60 s is shown as 1 min, so it belongs to minutes
+            top = min(hi, bigger * (1 - 1e-9))  # 1000 ms is shown as 1 s, so it is the seconds' tick
             if top >= max(lo, scale * (1 - 1e-9)):
                 found += [v * scale for v in _powers(max(lo, scale) / scale, top / scale, mantissas)]
         return found
