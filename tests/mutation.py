@@ -78,13 +78,14 @@ TARGETS: dict[str, Target] = {
     "bench/projection": Target(("bench/projection",), ("tests/test_projection*.py",)),
     "bench/units.py": Target(("bench/units.py",), ("tests/test_units.py", "tests/test_projection*.py", "tests/test_report.py")),
     "bench/server/validation.py": Target(
-        ("bench/server/validation.py",), ("tests/test_validation.py", "tests/test_server.py", "-k", "not postgresql")
+        ("bench/server/validation.py",),
+        ("tests/test_validation.py", "tests/test_server.py", "-k", "not postgresql and (validation or flagged or refused)"),
     ),
     # The leaderboard's statistics: the SQLite quantiles, the standing's share below, its percentile.
     # (On PostgreSQL the quantiles are SQL text, which no operator mutates.)
     "leaderboard": Target(
         ("bench/server/repository.py", "bench/server/service.py"),
-        ("tests/test_leaderboard_stats.py", "tests/test_server.py", "-k", "not postgresql"),
+        ("tests/test_leaderboard_stats.py", "tests/test_server.py", "-k", "not postgresql and (stats or leaderboard)"),
         functions=("quantile", "Repository._group_stats", "Repository.standing", "Service.standing"),
     ),
 }
