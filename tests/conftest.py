@@ -1,14 +1,62 @@
-"""Shared fixtures: every test gets its own database, config directory and environment."""
+"""Shared fixtures: every test gets its own database, config directory and environment.
+
+Tests that need a part of the machine carry a marker (`postgres`, `netns`, `chromium`). Where the part
+is missing such a test is skipped, saying why; under CI (CI set, as .ci/run does) it fails instead,
+so a CI run that lost PostgreSQL, root or Chromium cannot pass with those tests silently skipped.
+Tests that take `postgres_url` (directly or as db_url's "postgresql") are marked `postgres` here, so
+`pytest -m postgres` selects every one of them.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from netns import netns_unavailable
 from pg import fresh_database
+from server_support import find_chromium
+
+PG_ENV = "FLOPWATT_TEST_PG_URL"
+
+
+def postgres_unavailable() -> str | None:
+    return None if os.environ.get(PG_ENV) else f"needs PostgreSQL: set {PG_ENV} (.ci/run sets it up)"
+
+
+def chromium_unavailable() -> str | None:
+    return None if find_chromium() else "needs chromium (.ci/run installs it)"
+
+
+#: marker -> why the part it names is missing here, or None when it is present.
+REQUIREMENTS: dict[str, Callable[[], str | None]] = {
+    "postgres": postgres_unavailable,
+    "netns": netns_unavailable,
+    "chromium": chromium_unavailable,
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_postgres = params is not None and params.params.get("db_url") == "postgresql"
+        if "postgres_url" in getattr(item, "fixturenames", ()) or on_postgres:
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, missing in REQUIREMENTS.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        reason = missing()
+        if reason is None:
+            continue
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide what this test needs: {reason}", pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -28,13 +76,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards.
 
-    FLOPWATT_TEST_PG_URL names a role that may create databases (.ci/run sets it up). CI must
-    have it; elsewhere the test is skipped.
+    FLOPWATT_TEST_PG_URL names a role that may create databases; without it the test never gets
+    here (pytest_runtest_setup skips or fails it).
     """
-    admin_url = os.environ.get("FLOPWATT_TEST_PG_URL")
-    if not admin_url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set FLOPWATT_TEST_PG_URL (see .ci/run)")
-        pytest.skip("no PostgreSQL: set FLOPWATT_TEST_PG_URL")
-    with fresh_database(admin_url, "flopwatt_test") as url:
+    with fresh_database(os.environ[PG_ENV], "flopwatt_test") as url:
         yield url

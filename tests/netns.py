@@ -37,7 +37,6 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -45,7 +44,6 @@ _NETNS_DIR = Path("/run/netns")
 _PREFIX = "fwt"
 _CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
-_T = TypeVar("_T")
 
 
 def netns_unavailable() -> str | None:
@@ -58,10 +56,9 @@ def netns_unavailable() -> str | None:
     return None
 
 
-def uses_netns(test: _T) -> _T:
-    """Mark a test `netns` and skip it cleanly where namespaces cannot be built."""
-    reason = netns_unavailable()
-    return pytest.mark.netns(pytest.mark.skipif(reason is not None, reason=reason or "")(test))
+#: Marks a test (or, as `pytestmark`, a module) that builds namespaces: tests/conftest.py skips it where
+#: netns_unavailable() says why not, and fails it under CI.
+uses_netns = pytest.mark.netns
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

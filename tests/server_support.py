@@ -5,6 +5,7 @@ No tests here; the test_server*, test_client and test_leaderboard_page modules i
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -84,6 +85,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'server.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+def find_chromium() -> str | None:
+    """The headless browser the page tests draw with (Debian names it chromium, Ubuntu chromium-browser)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ Checked twice: as HTML (order, sorting links, escaping), and as headless Chromiu
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -21,9 +20,8 @@ import pytest
 from bench.client import SubmitClient
 from bench.server.app import create_app
 from bench.server.page import PERF_COLOUR, WATT_COLOUR
-from server_support import LIFTED, live_server, make_doc
+from server_support import LIFTED, find_chromium, live_server, make_doc
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: (GPU name, bf16 FLOP/s of each run, watts): a spread of cards, one of them with a hostile name.
 FLEET = [
     ("NVIDIA H100 80GB HBM3", [650e12, 700e12], 650.0),
@@ -65,7 +63,7 @@ def test_the_page_ranks_device_models_and_sorts_by_any_column(page_server: str) 
     assert "No runs for this metric and dtype yet." in empty
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it)")
+@pytest.mark.chromium
 def test_chromium_draws_the_chart_in_proportion(page_server: str, tmp_path: Path) -> None:
     url = f"{page_server}/?dtype=bf16"
     shot = tmp_path / "leaderboard.png"
@@ -89,7 +87,7 @@ def test_chromium_draws_the_chart_in_proportion(page_server: str, tmp_path: Path
 def _chromium(tmp_path: Path, *args: str) -> str:
     profile = tmp_path / "chromium-profile"
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        str(find_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
         "--force-color-profile=srgb", "--force-device-scale-factor=1", f"--user-data-dir={profile}", *args,
     ]  # fmt: skip

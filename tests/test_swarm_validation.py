@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 
-from netns import Lab, netns_unavailable
+from netns import Lab, uses_netns
 from swarm_worker import MODEL, Plan, swarm, validate
 
-_UNAVAILABLE = netns_unavailable()
-pytestmark = [pytest.mark.netns, pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")]
+pytestmark = uses_netns
 
 RUNS: tuple[tuple[int, tuple[float, ...]], ...] = ((2, (25e6, 100e6)), (3, (25e6,)))
 STRATEGIES = ("ddp", "diloco", "allreduce")
