@@ -147,7 +147,9 @@ class Store:
                 return found[0]
             if len(ref) < 4:
                 raise StoreError(f"run reference {ref!r} is too short: give at least 4 characters of its id")
-            found = session.scalars(select(RunRow.id).where(RunRow.id.startswith(ref)).limit(2)).all()
+            # Ids are lowercase hex; escaped, so a typed % or _ is a character, not a LIKE wildcard.
+            prefix = select(RunRow.id).where(RunRow.id.startswith(ref.lower(), autoescape=True))
+            found = session.scalars(prefix.limit(2)).all()
         if not found:
             raise StoreError(f"no run {ref!r} in {self.url} (see `flopwatt runs`)")
         if len(found) > 1:
