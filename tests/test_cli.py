@@ -5,8 +5,10 @@ Each user mistake must give one line on stderr, exit code 2, and leave what is s
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -274,3 +276,207 @@ def test_a_failing_network_probe_keeps_the_other_figures(store: Store) -> None:
     doc = store.get(summary.id)
     assert {m.metric for m in doc.measurements} == {"mem_copy_bandwidth", "mem_triad_bandwidth"}
     assert any(u.probe == "network" and "127.0.0.1" in u.reason for u in doc.unavailable)
+
+
+# -- every command through the installed `flopwatt` program ----------------------------------------
+
+FLOPWATT = str(Path(sys.executable).with_name("flopwatt"))
+
+#: One mistake per registered command, as a user makes it, and what its one error line must say.
+BAD_INPUT = {
+    "probe": (["probe", "--device", "tpu"], "--device 'tpu' is not one of auto, cpu, cuda, cuda:N, mps"),
+    "runs": (["runs", "--limit", "0"], "Invalid value for '--limit'"),
+    "show": (["show", "latest"], "no runs stored yet in"),
+    "compare": (["compare", "latest"], "compare needs at least two runs (or one with --shared)"),
+    "export": (["export", "--output", "{tmp}/a-file/export.json"], "cannot write {tmp}/a-file/export.json"),
+    "import": (["import", "{tmp}/missing.json"], "cannot read {tmp}/missing.json: No such file or directory"),
+    "monitor": (["monitor", "--", "{tmp}/no-such-program"], "cannot run '{tmp}/no-such-program'"),
+    "submit": (["submit", "abcd"], "no run 'abcd' in"),
+    "project": (["project", "--gpus", "0"], "give exactly one of --card NAME or --run ID"),
+    "serve": (["serve", "--db", "sqlite:///{tmp}/a-file/server.db"], "cannot use database"),
+    "serve-network": (["serve-network", "--iperf3", "{tmp}/no-iperf3"], "{tmp}/no-iperf3 is not an executable iperf3"),
+}
+
+
+def run_flopwatt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The console script as a user runs it (FLOPWATT_DB and HOME are the test's own)."""
+    return subprocess.run([FLOPWATT, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_every_registered_command_has_a_bad_input_case() -> None:
+    assert sorted(get_command(app).commands) == sorted(BAD_INPUT)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_every_command_refuses_bad_input_with_one_line_and_exit_2(command: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("a file where a directory is expected")
+    args, expect = BAD_INPUT[command]
+    done = run_flopwatt(*(a.format(tmp=tmp_path) for a in args))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expect.format(tmp=tmp_path) in lines[0]
+
+
+def test_submit_refusals_through_the_real_cli(tmp_path: Path) -> None:
+    """A run the server refuses is an error line and exit 2, and stays stored locally."""
+    from bench.server.app import create_app
+    from server_support import LIFTED, live_server, make_doc
+
+    _fails_cleanly(["submit"], "no runs stored yet in")
+    doc = make_doc()
+    Store().save(doc)
+    with live_server(create_app(f"sqlite:///{tmp_path / 'server.db'}", limits=LIFTED)) as base:
+        assert runner.invoke(app, ["submit", "--server", base]).exit_code == 0
+        changed = doc.model_copy(update={"run": doc.run.model_copy(update={"tool_version": "9.9"})})
+        other_db = f"sqlite:///{tmp_path / 'other.db'}"
+        Store(other_db).save(changed)
+        _fails_cleanly(["submit", "--server", base, "--db", other_db], f"{base} refused it (409): run.id: a different run")
+    assert Store(other_db).get(doc.run.id) == changed
+
+
+# -- runs, show, export, import: what F14 of the test audit found untested -----------------------
+
+
+def _runs(n: int) -> list[RunDocument]:
+    """n runs an hour apart, oldest first."""
+    from server_support import make_doc
+
+    docs = []
+    for hours in range(n):
+        doc = make_doc(bf16=100e12 + hours * 1e12)
+        started = doc.run.started_at.replace(hour=hours)
+        docs.append(doc.model_copy(update={"run": doc.run.model_copy(update={"started_at": started})}))
+    return docs
+
+
+def test_runs_limit_shows_the_newest(store: Store) -> None:
+    docs = _runs(3)
+    store.save_all(docs)
+    listed = json.loads(runner.invoke(app, ["runs", "--limit", "2", "--json"]).stdout)
+    assert [r["id"] for r in listed] == [docs[2].run.id, docs[1].run.id]
+
+
+def test_export_without_output_writes_under_results_and_says_so(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.setattr("bench.commands.transfer.PROJECT_ROOT", tmp_path)
+    docs = _runs(2)
+    store.save_all(docs)
+    result = runner.invoke(app, ["export", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    [written] = (tmp_path / "results").glob("export-*.csv")
+    assert re.fullmatch(r"export-\d{8}-\d{6}\.csv", written.name)
+    assert "".join(result.stdout.split()) == "".join(f"Wrote 2 runs (8 figures) to {written}".split())  # rich wraps it
+
+
+def test_export_csv_holds_each_figure_with_its_values(store: Store, tmp_path: Path) -> None:
+    [doc] = _runs(1)
+    store.save(doc)
+    path = tmp_path / "out.csv"
+    assert runner.invoke(app, ["export", "--format", "csv", "--output", str(path)]).exit_code == 0
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(doc.measurements)
+    for row, m in zip(rows, doc.measurements):
+        assert (row["run_id"], row["device"], row["metric"], row["unit"]) == (doc.run.id, m.device, m.metric, m.unit)
+        assert (float(row["value"]), float(row["min"]), float(row["max"]), int(row["n"])) == (m.value, m.min, m.max, 3)
+        assert row["dtype"] == (m.dtype or "") and row["variant"] == (m.variant or "")
+    assert rows[0]["device_name"] == "NVIDIA GeForce RTX 4090" and float(rows[0]["energy_watts_avg"]) == 400.0
+    assert float(rows[0]["energy_joules"]) == 4000.0 and json.loads(rows[0]["params"]) == {"m": 8192, "n": 8192, "k": 8192}
+
+
+def test_importing_an_export_is_all_or_nothing(store: Store, tmp_path: Path) -> None:
+    docs = _runs(3)
+    store.save(docs[1])
+    path = tmp_path / "export.json"
+    path.write_text("[" + ",".join(d.to_json() for d in docs) + "]")
+    _fails_cleanly(["import", str(path)], f"run {docs[1].run.id} is already stored")
+    assert [r.id for r in store.list_runs()] == [docs[1].run.id]
+    path.write_text("[" + ",".join(d.to_json() for d in (docs[0], docs[2], docs[0])) + "]")
+    _fails_cleanly(["import", str(path)], "the same run appears twice")
+    assert [r.id for r in store.list_runs()] == [docs[1].run.id]
+    path.write_text("[" + ",".join(d.to_json() for d in (docs[0], docs[2])) + "]")
+    result = runner.invoke(app, ["import", str(path), "--json"])
+    assert json.loads(result.stdout) == {"imported": [docs[0].run.id, docs[2].run.id]}
+    assert len(store.list_runs()) == 3
+
+
+def test_an_ambiguous_prefix_and_an_empty_database_are_one_line(store: Store) -> None:
+    _fails_cleanly(["show", "latest"], "no runs stored yet in")
+    docs = _runs(2)
+    ids = ["abcd" + "1" * 28, "abcd" + "2" * 28]
+    store.save_all([d.model_copy(update={"run": d.run.model_copy(update={"id": i})}) for d, i in zip(docs, ids)])
+    _fails_cleanly(["show", "abcd"], "run reference 'abcd' is ambiguous")
+    assert json.loads(runner.invoke(app, ["show", "abcd2", "--json"]).stdout)["run"]["id"] == ids[1]
+
+
+def test_databases_this_flopwatt_cannot_read_are_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    _fails_cleanly(["runs", "--db", f"sqlite:///{foreign}"], "not a flopwatt database (it has tables ['invoices'])")
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"
+    Store(newer)
+    with sqlite3.connect(tmp_path / "newer.db") as conn:
+        conn.execute("INSERT INTO schema_info (version) VALUES (2)")
+    _fails_cleanly(["show", "latest", "--db", newer], "database schema version 2 is not one this flopwatt knows")
+
+
+def test_compare_shared_through_the_cli(tmp_path: Path) -> None:
+    from bench.server.app import create_app
+    from server_support import LIFTED, live_server
+
+    docs = _runs(3)
+    Store().save_all(docs)
+    _fails_cleanly(["compare", docs[0].run.id, docs[1].run.id, "--shared"], "compare --shared takes exactly one run")
+    with live_server(create_app(f"sqlite:///{tmp_path / 'server.db'}", limits=LIFTED)) as base:
+        assert runner.invoke(app, ["submit", docs[0].run.id, docs[1].run.id, "--server", base]).exit_code == 0
+        result = runner.invoke(app, ["compare", docs[2].run.id, "--shared", "--server", base, "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    bf16 = next(f for f in figures if f["dtype"] == "bf16")
+    # 102 TFLOP/s against the two shared runs (100 and 101): above both
+    assert (bf16["device_model"], bf16["percentile"], bf16["same_card"]["count"]) == ("GeForce RTX 4090", 100.0, 2)
+
+
+def test_probe_options_through_the_cli(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--device cpu and --estimate-cpu-power reach the probes: a powercap tree whose package says its
+    TDP (65 W) but whose counter cannot be read gets an estimate of TDP x load."""
+    package = tmp_path / "powercap" / "intel-rapl:0"
+    package.mkdir(parents=True)
+    (package / "name").write_text("package-0\n")
+    (package / "constraint_0_max_power_uw").write_text("65000000\n")
+    monkeypatch.setenv("FLOPWATT_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    result = runner.invoke(app, ["probe", "--quick", "--only", "memory", "--device", "cpu", "--estimate-cpu-power"])
+    assert result.exit_code == 0, result.output
+    doc = store.get("latest")
+    assert doc.run.command == "probe --device cpu --quick --only memory --estimate-cpu-power"
+    assert {m.device for m in doc.measurements} == {"cpu"}
+    memory = [m for m in doc.measurements if m.probe == "memory"]
+    assert len(memory) == 2
+    for m in memory:
+        assert m.energy is not None and m.energy.method == "estimated", m.energy
+        used = m.energy.telemetry
+        assert used["tdp_w"] == 65.0 and m.energy.joules == pytest.approx(65.0 * used["cpu_load"] * m.energy.seconds)
+
+
+def test_a_collective_rank_other_than_zero_stores_nothing_and_says_so(tmp_path: Path) -> None:
+    """Two real processes on loopback: rank 0 stores the run, rank 1 only says it is done."""
+    from server_support import free_port
+
+    master = f"127.0.0.1:{free_port()}"
+    common = ["probe", "--quick", "--only", "collective", "--device", "cpu", "--world", "2", "--master", master]
+    db0, db1 = f"sqlite:///{tmp_path / 'rank0.db'}", f"sqlite:///{tmp_path / 'rank1.db'}"
+    rank0 = subprocess.Popen([FLOPWATT, *common, "--rank", "0", "--db", db0], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        rank1 = run_flopwatt(*common, "--rank", "1", "--db", db1)
+        out0, err0 = rank0.communicate(timeout=120)
+    finally:
+        rank0.kill()
+    assert rank1.returncode == 0 and rank0.returncode == 0, (rank1.stderr, err0)
+    assert rank1.stderr.strip() == "collective: this rank is done; rank 0 stores the result"
+    assert Store(db1).list_runs() == []
+    [stored] = Store(db0).list_runs()
+    assert {m.metric for m in Store(db0).get(stored.id).measurements} >= {"allreduce_busbw"}
