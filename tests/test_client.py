@@ -6,30 +6,33 @@ sending again never duplicates.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
 from bench.client import REDACTED, SubmitClient, config_dir, request_body, strip_identifying
-from bench.commands.serve import serve
-from bench.commands.submit import compare_shared, shared_figures, submit
+from bench.cli import app
+from bench.commands.submit import compare_shared, shared_figures
 from bench.document import RunDocument
 from bench.errors import FlopwattError
 from bench.server.app import create_app
 from bench.store import Store
 from probes.measurement import Measurement, Unavailable
-from server_support import LIFTED, count, free_port, live_server, make_doc
+from sqlalchemy import create_engine, text
+
+from server_support import LIFTED, count, free_port, live_server, make_doc, wait_until_answering
 
 runner = CliRunner()
 
@@ -138,26 +141,17 @@ def test_a_refused_run_is_an_error_and_is_not_queued(tmp_path: Path) -> None:
 # -- the commands --------------------------------------------------------------------------------
 
 
-def _cli() -> typer.Typer:
-    """The commands as the integrator registers them, on an app of their own."""
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    app.command()(submit)
-    app.command()(serve)
-    return app
-
-
 def test_submit_dry_run_prints_exactly_what_would_be_sent_and_sends_nothing() -> None:
     doc = _identifying_doc()
     Store().save(doc)
     dead = f"http://127.0.0.1:{free_port()}"
-    result = runner.invoke(_cli(), ["submit", "--dry-run", "--server", dead])
+    result = runner.invoke(app, ["submit", "--dry-run", "--server", dead])
     assert result.exit_code == 0, result.output
     first, body = result.stdout.split("\n", 1)
     assert first.startswith(f"POST {dead}/api/v1/runs (run {doc.run.id},")
     assert body.rstrip("\n") == request_body(doc).decode()
     assert not (config_dir() / "tokens.json").exists()  # not even a token was asked for
-    opted = runner.invoke(_cli(), ["submit", doc.run.id[:8], "--dry-run", "--include-identifying", "--server", dead])
+    opted = runner.invoke(app, ["submit", doc.run.id[:8], "--dry-run", "--include-identifying", "--server", dead])
     assert "alice-desktop" in opted.stdout
 
 
@@ -166,43 +160,81 @@ def test_submit_queues_when_away_and_pending_sends_later(tmp_path: Path) -> None
     base = f"http://127.0.0.1:{port}"
     doc = make_doc(bf16=900e12)
     Store().save(doc)
-    away = runner.invoke(_cli(), ["submit", "latest", "--server", base])
+    away = runner.invoke(app, ["submit", "latest", "--server", base])
     assert away.exit_code == 0 and "queued" in away.stdout and "--pending" in away.stdout
     with live_server(create_app(url, limits=LIFTED), port=port):
-        sent = runner.invoke(_cli(), ["submit", "--pending", "--server", base])
+        sent = runner.invoke(app, ["submit", "--pending", "--server", base])
         assert sent.exit_code == 0, sent.output
         assert f"run {doc.run.id[:12]}: stored on {base}" in sent.stdout and "flagged" in sent.stdout
-        again = runner.invoke(_cli(), ["submit", doc.run.id, "--server", base])
+        again = runner.invoke(app, ["submit", doc.run.id, "--server", base])
         assert "already stored" in again.stdout
-        assert "No queued runs." in runner.invoke(_cli(), ["submit", "--pending", "--server", base]).stdout
+        assert "No queued runs." in runner.invoke(app, ["submit", "--pending", "--server", base]).stdout
     assert count(url, "runs") == 1
 
 
-def test_serve_runs_the_server_until_stopped(tmp_path: Path) -> None:
-    port = free_port()
-    code = ("import sys, typer; from bench.commands.serve import serve; "
-            "app = typer.Typer(); app.command()(serve); app(sys.argv[1:])")  # fmt: skip
-    db = f"sqlite:///{tmp_path / 'served.db'}"
-    process = subprocess.Popen([sys.executable, "-c", code, "--db", db, "--port", str(port)])
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`flopwatt serve` as a user starts it, through the installed program."""
+    flopwatt = str(Path(sys.executable).with_name("flopwatt"))
+    return subprocess.Popen([flopwatt, "serve", *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _stop(process: subprocess.Popen, exit_code: int) -> str:
+    """SIGTERM, as a service manager stops it; what it printed, once it has shut down cleanly.
+
+    uvicorn finishes the requests in flight and shuts the app down (our writer stores what is queued).
+    One process then raises the signal again, so it ends by SIGTERM as an unhandled one would
+    (exit_code -15); with workers, the parent waits for them and exits 0.
+    """
+    process.terminate()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/api/v1/leaderboard?metric=matmul_flops").status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.1)
+        output, _ = process.communicate(timeout=30)
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-    assert (tmp_path / "served.db").exists()
+        process.kill()
+    assert process.returncode == exit_code and "Traceback" not in output, output
+    assert "Application shutdown complete" in output and "Finished server process" in output, output
+    return output
 
 
-def test_every_command_has_help_text() -> None:
-    for command in ("submit", "serve"):
-        result = runner.invoke(_cli(), [command, "--help"])
-        assert result.exit_code == 0 and len(result.stdout.split("Options")[0].strip().splitlines()) > 1
+def test_serve_runs_the_server_until_sigterm_stops_it_cleanly(tmp_path: Path) -> None:
+    port, secret = free_port(), "a key kept across restarts"
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    process = _serve("--db", db, "--host", "127.0.0.2", "--port", str(port), env={"FLOPWATT_SERVER_SECRET": secret})
+    try:
+        wait_until_answering(f"http://127.0.0.2:{port}", process)
+        with pytest.raises(httpx.ConnectError):  # --host: only that address listens
+            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2)
+        with SubmitClient(f"http://127.0.0.2:{port}") as client:
+            assert client.submit(make_doc()).status == "created"
+    finally:
+        output = _stop(process, -signal.SIGTERM)
+    assert f"Uvicorn running on http://127.0.0.2:{port}" in output
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        [client_hash] = conn.execute(text("SELECT client_hash FROM tokens")).scalars().all()
+    engine.dispose()
+    # The client's address (it connects from 127.0.0.1), keyed with FLOPWATT_SERVER_SECRET.
+    assert client_hash == hmac.new(secret.encode(), b"127.0.0.1", hashlib.sha256).hexdigest()[:32]
+
+
+def test_serve_with_two_workers_on_sqlite(tmp_path: Path) -> None:
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 'workers.db'}"
+    process = _serve("--db", db, "--port", str(port), "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(base, process, timeout_s=90)
+        docs = [make_doc(bf16=100e12 + i * 1e12) for i in range(6)]
+        with SubmitClient(base) as client:
+            assert [client.submit(d).status for d in docs] == ["created"] * 6
+            assert [client.submit(d).status for d in docs[:2]] == ["existing"] * 2
+        board = httpx.get(f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "bf16"}).json()
+    finally:
+        output = _stop(process, 0)
+    assert "Started parent process" in output and output.count("Started server process") == 2  # two workers
+    assert "Stopping parent process" in output
+    assert [(r["count"], r["median"]) for r in board["rows"]] == [(6, 102.5e12)]
+    assert count(db, "runs") == 6
 
 
 def test_compare_shared_places_a_run_among_its_cards_and_the_reference_cards(tmp_path: Path) -> None:

@@ -63,6 +63,20 @@ def test_the_page_ranks_device_models_and_sorts_by_any_column(page_server: str) 
     assert "No runs for this metric and dtype yet." in empty
 
 
+def test_the_page_defaults_to_fp32_and_ignores_unknown_sort_and_order(page_server: str) -> None:
+    default = httpx.get(page_server).text
+    assert "matmul_flops fp32: 7 runs over 4 device models" in default
+    # fp32 was submitted as a tenth of bf16: the same order by median, at a tenth of the figures
+    assert _rows(default) == ["H100 SXM", "GeForce RTX 4090", "GeForce RTX 3090", '<script>alert("x")</script> GPU']
+    assert ">67.5 TFLOP/s<" in default and ">15 TFLOP/s<" in default
+    bogus = httpx.get(page_server, params={"sort": "drop table", "order": "up"})
+    assert bogus.status_code == 200 and _rows(bogus.text) == _rows(default)
+    too_long = httpx.get(page_server, params={"order": "sideways"})
+    assert too_long.status_code == 422 and too_long.json()["error"]["field"] == "order"
+    ascending = httpx.get(page_server, params={"sort": "nonsense", "order": "asc"}).text
+    assert _rows(ascending) == list(reversed(_rows(default)))  # median, ascending
+
+
 @pytest.mark.chromium
 def test_chromium_draws_the_chart_in_proportion(page_server: str, tmp_path: Path) -> None:
     url = f"{page_server}/?dtype=bf16"

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from bench.api_models import MAX_DOCUMENT_BYTES, BatchSubmitted, Leaderboard, RunPage, SubmittedRun
+from bench.api_models import MAX_BATCH_RUNS, MAX_DOCUMENT_BYTES, BatchSubmitted, Leaderboard, RunPage, SubmittedRun
 from bench.document import RunDocument
 from bench.errors import StoreError
 from bench.hardware import find_card
@@ -210,9 +210,9 @@ def test_the_leaderboard_gives_percentiles_per_watt_and_per_dollar(served) -> No
     per_watt = statistics.median(v / w for v, w in zip(rtx, watts))
     assert rtx_row.per_watt == pytest.approx(per_watt) and rtx_row.per_watt_count == 5
     card = find_card("RTX 4090")
-    assert card is not None and rtx_row.reference
+    assert card is not None and rtx_row.reference is True and rtx_row.launch_price_usd == card.launch_price_usd == 1599
     assert rtx_row.per_dollar == pytest.approx(rtx_row.median / card.launch_price_usd)
-    assert not ada.reference and ada.per_dollar is None and ada.per_watt is None and ada.count == 2
+    assert ada.reference is False and ada.per_dollar is None and ada.per_watt is None and ada.count == 2
     only_burst = httpx.get(
         f"{base}/api/v1/leaderboard", params={"metric": "matmul_flops", "dtype": "fp32", "variant": "burst"}
     ).json()
@@ -320,7 +320,11 @@ def test_the_export_holds_every_visible_run_as_csv_and_json_lines(served) -> Non
     assert set(exported) == {d.run.id for d in docs}
     for doc in docs:
         assert RunDocument.model_validate(exported[doc.run.id]["document"]) == doc
-    assert exported[docs[1].run.id]["flagged_reason"]
+    assert exported[docs[0].run.id]["flagged_reason"] is None
+    assert exported[docs[1].run.id]["flagged_reason"] == (
+        "measurements.0: matmul_flops bf16 9e+14 FLOP/s is 5.4x the GeForce RTX 4090 datasheet figure (1.652e+14 FLOP/s); "
+        "measurements.1: matmul_flops fp32 4.5e+14 FLOP/s is 5.4x the GeForce RTX 4090 datasheet figure (8.26e+13 FLOP/s)"
+    )
     response = httpx.get(f"{base}/api/v1/export", params={"format": "csv"})
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -458,3 +462,42 @@ def test_a_group_that_clashes_answers_each_request_as_if_it_came_alone(db_url: s
     assert answers[1][0].id == stored.run.id and not answers[1][0].created
     assert isinstance(answers[2], ApiError) and answers[2].status == 409 and answers[2].field == "run.id"
     assert count(db_url, "runs") == count(db_url, "submissions") == 3
+
+
+def test_changing_or_deleting_a_run_that_does_not_exist_is_a_404(served) -> None:
+    base, _ = served
+    token, missing = new_token(base), make_doc().run.id
+    run = f"{base}/api/v1/runs/{missing}"
+    assert _error(httpx.patch(run, json={"hidden": True}, headers=bearer(token)), 404) == {
+        "status": 404, "field": "run_id", "message": f"no run {missing}"
+    }  # fmt: skip
+    assert _error(httpx.delete(run, headers=bearer(token)), 404)["field"] == "run_id"
+
+
+def test_a_batch_holds_at_most_max_batch_runs(served) -> None:
+    base, url = served
+    token = new_token(base)
+    body = {"runs": [json.loads(make_doc().to_json()) for _ in range(MAX_BATCH_RUNS + 1)]}
+    assert MAX_BATCH_RUNS == 50
+    assert _error(httpx.post(f"{base}/api/v1/runs/batch", json=body, headers=bearer(token)), 422)["field"] == "runs"
+    assert count(url, "runs") == 0
+    body["runs"].pop()
+    assert httpx.post(f"{base}/api/v1/runs/batch", json=body, headers=bearer(token)).status_code == 201
+    assert count(url, "runs") == MAX_BATCH_RUNS
+
+
+def test_a_batch_costs_one_submission_per_run(tmp_path: Path) -> None:
+    limits = RateLimits(requests=Rate(6e6, 1e6), submissions=Rate(1, 3), tokens=Rate(6e6, 1e6))
+    url = f"sqlite:///{tmp_path / 'limited.db'}"
+    with live_server(create_app(url, limits=limits)) as base:
+        token = new_token(base)
+        batch = f"{base}/api/v1/runs/batch"
+
+        def two() -> dict:
+            return {"runs": [json.loads(make_doc().to_json()) for _ in range(2)]}
+
+        assert httpx.post(batch, json=two(), headers=bearer(token)).status_code == 201
+        limited = httpx.post(batch, json=two(), headers=bearer(token))  # 2 runs, 1 left in the burst of 3
+        assert _error(limited, 429)["field"] == "Authorization" and int(limited.headers["Retry-After"]) >= 1
+        assert _post_run(base, token, make_doc()).status_code == 201  # the one left
+        assert count(url, "runs") == 3
