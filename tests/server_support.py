@@ -93,6 +93,7 @@ def find_chromium() -> str | None:
 
 
 def free_port() -> int:
+    """A port free now, for a process that binds it later: another may take it meanwhile (rarely)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -100,8 +101,12 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(app: FastAPI, port: int | None = None) -> Iterator[str]:
-    """The app on a real uvicorn in a thread on a loopback port (a free one by default); stopped on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning"))
+    """The app on a real uvicorn in a thread on a loopback port; stopped on exit.
+
+    Without `port`, uvicorn binds port 0 and the kernel picks a free one, so no other process can
+    take it between choosing and binding.
+    """
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port or 0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -109,8 +114,9 @@ def live_server(app: FastAPI, port: int | None = None) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    [bound] = server.servers[0].sockets
     try:
-        yield f"http://127.0.0.1:{server.config.port}"
+        yield f"http://127.0.0.1:{bound.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=20)

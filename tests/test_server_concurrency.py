@@ -43,7 +43,9 @@ def test_twenty_submitters_and_a_restart_lose_and_duplicate_nothing(postgres_url
     try:
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 60
         while count(postgres_url, "runs") < SUBMITTERS * RUNS_EACH // 4:
+            assert time.monotonic() < deadline, f"only {count(postgres_url, 'runs')} runs stored after 60 s"
             time.sleep(0.02)
         server.kill()  # no goodbye: requests in flight are cut, transactions in flight roll back
         server.wait()

@@ -2,10 +2,14 @@
 
 Each operation gets a bounded number of generated requests, with a valid token, against a real
 uvicorn over a database that already holds a run (so that ids can be found as well as missed).
+EXAMPLES per operation: 25 took 28 s for the whole file on the shared 2-core machine (10 took 38 s
+under more load: most of it is start-up and the two submission operations), a small share of CI's
+time; FLOPWATT_FUZZ_EXAMPLES=1000 fuzzes longer by hand.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +22,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from bench.server.app import create_app
 from server_support import LIFTED, bearer, live_server, make_doc, new_token
 
+
+EXAMPLES = int(os.environ.get("FLOPWATT_FUZZ_EXAMPLES", "25"))
 
 #: The spec as the server publishes it; it does not depend on the database, so an in-memory one serves.
 schema = schemathesis.openapi.from_dict(create_app("sqlite://").openapi())
@@ -35,7 +41,7 @@ def api(postgres_url: str) -> Iterator[tuple[str, str]]:
 
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_no_request_makes_the_server_fail(case, api: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
     base, token = api
     response = case.call(base_url=base, headers=bearer(token))
