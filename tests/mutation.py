@@ -9,6 +9,11 @@ the mutant, a passing one lets it survive. The working tree itself is never writ
     python tests/mutation.py                          # every target, then a table of scores
     python tests/mutation.py bench/server/validation.py
     python tests/mutation.py leaderboard --list       # the targets, their code and their tests
+    python tests/mutation.py probes/compute.py --sample 40   # 40 mutants drawn at random: an estimate
+
+A module whose tests take a minute or more (compute, training, collective on a 2-core machine) takes
+hours for every mutant; --sample tests a random draw of them and reports the killed share with its
+95 % interval (Wilson), which is what a baseline needs.
 
 Operators left out (EXCLUDED_OPERATORS): replacements into or from bit operations (<<, >>, &, |, ^)
 and decorator removal. On the floats these modules compute with, a bit operation raises TypeError
@@ -22,6 +27,7 @@ import argparse
 import ast
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -163,10 +169,13 @@ def definition_spans(module: Path, names: tuple[str, ...]) -> list[tuple[int, in
     return spans
 
 
-def skip_out_of_scope(db: WorkDB, target: Target, files: list[Path]) -> int:
-    """Mark as skipped the mutants this target does not cover; return how many remain."""
+def skip_out_of_scope(db: WorkDB, target: Target, files: list[Path], sample: int | None) -> tuple[int, int]:
+    """Mark as skipped the mutants this target does not cover, and those beyond a random sample.
+
+    Returns (mutants in scope, mutants to run). cosmic-ray hands out pending work in random order.
+    """
     spans = {str(f): definition_spans(f, target.functions) for f in files} if target.functions else {}
-    remaining = 0
+    in_scope = 0
     for item in db.pending_work_items:
         [mutation] = item.mutations
         line = mutation.start_pos[0]
@@ -175,10 +184,12 @@ def skip_out_of_scope(db: WorkDB, target: Target, files: list[Path]) -> int:
         elif target.functions and not any(a <= line <= b for a, b in spans[str(mutation.module_path)]):
             why = "outside the target's functions"
         else:
-            remaining += 1
-            continue
+            in_scope += 1
+            if sample is None or in_scope <= sample:
+                continue
+            why = "not in the sample"
         db.set_result(item.job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
-    return remaining
+    return in_scope, min(in_scope, sample) if sample is not None else in_scope
 
 
 def check_imports_copy(src: Path) -> None:
@@ -191,7 +202,7 @@ def check_imports_copy(src: Path) -> None:
         sys.exit(f"mutation: python in {src} imports {found}, not the copy")
 
 
-def run_target(name: str, target: Target) -> dict:
+def run_target(name: str, target: Target, sample: int | None = None) -> dict:
     work = OUTPUT / re.sub(r"\W+", "_", normalise(name)).strip("_")
     src = work / "src"
     copy_tree(src)
@@ -215,15 +226,17 @@ def run_target(name: str, target: Target) -> dict:
     relative = [f.relative_to(src) for f in files]
     with use_db(str(work / "session.sqlite")) as db:
         init(relative, db, {})
-        pending = skip_out_of_scope(db, target, relative)
-        print(f"  {pending} mutants, tests take {baseline_s:.1f} s unmutated (timeout {timeout:.0f} s)", flush=True)
+        in_scope, pending = skip_out_of_scope(db, target, relative, sample)
+        drawn = f" ({pending} drawn at random)" if pending < in_scope else ""
+        print(f"  {in_scope} mutants{drawn}, tests take {baseline_s:.1f} s unmutated (timeout {timeout:.0f} s)",
+              flush=True)  # fmt: skip
         for done, item in enumerate(db.pending_work_items, 1):
             result = mutate_and_test(item.mutations, shlex.join(command), timeout)
             db.set_result(item.job_id, result)
             [mutation] = item.mutations
             print(f"  {done}/{pending} {outcome(result):9} {mutation.module_path}:{mutation.start_pos[0]} "
                   f"{mutation.operator_name}", flush=True)  # fmt: skip
-        summary = summarise(name, db, work)
+        summary = summarise(name, db, work, in_scope)
     os.chdir(REPO)
     return summary
 
@@ -238,7 +251,15 @@ def outcome(result: WorkResult) -> str:
     return "survived" if result.test_outcome == TestOutcome.SURVIVED else "killed"
 
 
-def summarise(name: str, db: WorkDB, work: Path) -> dict:
+def wilson_interval(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of a share from n draws (Wilson score interval: sound at 0 %, 100 % and small n)."""
+    share = killed / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(name: str, db: WorkDB, work: Path, in_scope: int) -> dict:
     """Counts, and the surviving mutants with their diffs written to survivors.txt."""
     counts = {"killed": 0, "survived": 0, "error": 0, "no-test": 0, "skipped": 0}
     survivors = []
@@ -253,15 +274,20 @@ def summarise(name: str, db: WorkDB, work: Path) -> dict:
     survivors.sort()
     total = counts["killed"] + counts["survived"]
     summary = {"target": name, "killed": counts["killed"], "survived": counts["survived"], "total": total,
-               "score": counts["killed"] / total if total else None, "errors": counts["error"]}  # fmt: skip
+               "in_scope": in_scope, "score": counts["killed"] / total if total else None,
+               "interval": wilson_interval(counts["killed"], total) if 0 < total < in_scope else None,
+               "errors": counts["error"]}  # fmt: skip
     lines = []
     for path, line, operator, diff in survivors:
         changed = [d for d in (diff or "").splitlines() if d[:1] in "+-" and d[:3] not in ("+++", "---")]
         lines.append(f"{path}:{line} {operator}\n" + "".join(f"    {d}\n" for d in changed))
     (work / "survivors.txt").write_text("".join(lines))
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n{name}: {summary['killed']} killed, {summary['survived']} survived, {total} in all"
+    print(f"\n{name}: {summary['killed']} killed, {summary['survived']} survived, {total} tested of {in_scope}"
           + (f" ({summary['score']:.1%} killed)" if total else ""))  # fmt: skip
+    if summary["interval"]:
+        low, high = summary["interval"]
+        print(f"a random sample: the whole module's killed share is {low:.0%} to {high:.0%} (95 %)")
     if survivors:
         print(f"surviving mutants ({work / 'survivors.txt'}):")
         print("".join(lines), end="")
@@ -272,6 +298,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help=f"targets to run (default: all): {', '.join(TARGETS)}")
     parser.add_argument("--list", action="store_true", help="print the targets with their code and tests, run nothing")
+    parser.add_argument("--sample", type=int, metavar="N", help="test N mutants drawn at random per target")
     args = parser.parse_args()
     chosen = [find_target(t) for t in args.targets] or list(TARGETS.items())
     if args.list:
@@ -279,12 +306,12 @@ def main() -> None:
             scope = f" (only {', '.join(target.functions)})" if target.functions else ""
             print(f"{name}: mutates {' '.join(target.paths)}{scope}; tests: {' '.join(target.tests)}")
         return
-    summaries = [run_target(name, target) for name, target in chosen]
+    summaries = [run_target(name, target, args.sample) for name, target in chosen]
     if len(summaries) > 1:
-        print(f"\n{'target':32} {'killed':>7} {'survived':>9} {'total':>6} {'score':>7}")
+        print(f"\n{'target':32} {'killed':>7} {'survived':>9} {'tested':>7} {'of':>6} {'score':>7}")
         for s in summaries:
             score = f"{s['score']:.1%}" if s["total"] else "-"
-            print(f"{s['target']:32} {s['killed']:>7} {s['survived']:>9} {s['total']:>6} {score:>7}")
+            print(f"{s['target']:32} {s['killed']:>7} {s['survived']:>9} {s['total']:>7} {s['in_scope']:>6} {score:>7}")
 
 
 if __name__ == "__main__":

@@ -92,11 +92,24 @@ def test_bandwidths_are_held_to_the_memory_and_pcie_datasheet(metric: str, limit
 def test_figures_without_a_datasheet_limit_are_not_judged() -> None:
     doc = run_with(
         matmul(100 * RTX4090_BF16, dtype=None),  # no dtype: no row of the table applies
-        figure("train_tokens_per_s", 1e12, unit="tokens/s", probe="training"),
+        figure("train_tokens_per_s", 1e15, unit="tokens/s", dtype="bf16", probe="training"),
+        figure("allreduce_busbw", 1e15, unit="B/s", dtype="float32", probe="collective"),
         matmul(100 * RTX4090_BF16, device="cpu"),  # the CPU is not a card
         matmul(100 * RTX4090_BF16, device="cuda:7"),  # no such device in the run
     )
     assert implausible(doc) == []
+
+
+def test_a_cpu_is_never_held_to_a_card_even_one_named_like_it() -> None:
+    doc = make_doc(cpu="NVIDIA GeForce RTX 4090")
+    doc = doc.model_copy(update={"measurements": [matmul(100 * RTX4090_BF16, device="cpu", watts=1.0)]})
+    assert implausible(doc) == []
+    assert implausible(RunDocument.model_validate_json(doc.to_json())) == []  # as the server parses it
+
+
+def test_an_unknown_device_does_not_stop_the_checks_of_the_figures_after_it() -> None:
+    doc = run_with(matmul(1e18, device="cuda:7"), matmul(1e18, device="cpu"), matmul(2.1 * RTX4090_BF16))
+    assert [r.split(":")[0] for r in implausible(doc)] == ["measurements.2"]
 
 
 def test_a_device_missing_from_the_card_table_is_not_judged() -> None:
@@ -112,8 +125,11 @@ def test_an_mfu_above_one_is_flagged_on_any_device() -> None:
     doc = run_with(
         figure("train_mfu", 1.0, unit="ratio", probe="training"),
         figure("train_mfu", 1.2, unit="ratio", probe="training", device="cpu"),
+        figure("train_mfu", 0.45, unit="ratio", probe="training"),
     )
     assert implausible(doc) == ["measurements.1: train_mfu 1.2 is above 1, which no hardware reaches"]
+    # The same document as the server gets it: parsed from JSON (its strings are not the literals here)
+    assert implausible(RunDocument.model_validate_json(doc.to_json())) == implausible(doc)
 
 
 def test_power_above_twice_the_board_power_is_flagged() -> None:
@@ -191,11 +207,16 @@ def test_a_clean_document_passes() -> None:
     check_document(with_params(largest=MAX_INTEGER, zero=0, none=0.0, name="Grafikkarte für 4 € — ok", seq=[1, (2, 3.5)]))
 
 
-def test_a_newer_schema_version_is_refused() -> None:
-    doc = make_doc().model_copy(update={"schema_version": SCHEMA_VERSION + 1})
-    assert refusal(doc) == (
-        422, "schema_version", f"schema_version {SCHEMA_VERSION + 1} is not supported (this server reads {SCHEMA_VERSION})"
-    )
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, SCHEMA_VERSION - 1])
+def test_another_schema_version_is_refused(version: int) -> None:
+    doc = make_doc().model_copy(update={"schema_version": version})
+    assert refusal(doc) == (422, "schema_version", f"schema_version {version} is not supported (this server reads 1)")
+
+
+def test_only_what_was_sent_is_judged_not_what_is_computed_from_it() -> None:
+    """A tiny average power makes the computed efficiency infinite; the document itself is valid
+    (the leaderboard leaves such an efficiency out, see service.figures_of)."""
+    check_document(run_with(matmul(150e12, watts=1e-310)))
 
 
 @pytest.mark.parametrize(
