@@ -146,6 +146,29 @@ def test_the_percentile_counts_only_the_same_card_dtype_variant_and_visible_unfl
     assert service.standing("matmul_flops", "bf16", None, "RTX 4090", 1.0).count == 0  # no variant is its own key
 
 
+def test_figures_differing_in_any_one_key_are_not_counted(service: Service) -> None:
+    """Neighbours of the 4090's bf16 sustained figures, each differing in one key, on both sides of it
+    in text order (so that a comparison other than equality would let them in), all below 121 TFLOP/s."""
+    for v in VALUES:
+        submit(service, bf16=v)
+    mine = make_doc()
+    base = mine.measurements[0]
+    neighbours = [
+        base.model_copy(update={"dtype": None}),  # "" < "bf16"
+        base.model_copy(update={"dtype": "fp16"}),
+        base.model_copy(update={"variant": "burst"}),  # < "sustained"
+        base.model_copy(update={"variant": "wide"}),
+        base.model_copy(update={"metric": "allreduce_busbw", "unit": "B/s"}),  # < "matmul_flops"
+        base.model_copy(update={"metric": "train_tokens_per_s", "unit": "tokens/s"}),
+    ]
+    neighbours = [m.model_copy(update={"samples": [1e9]}) for m in neighbours]
+    service.store(Service.stage_run(mine.model_copy(update={"measurements": neighbours}), OWNER, "client"))
+    for gpu in ("NVIDIA GeForce RTX 3090", "NVIDIA RTX 6000 Ada Generation"):  # models either side of the 4090
+        submit(service, gpu=gpu, bf16=1e12)
+    standing = service.standing("matmul_flops", "bf16", "sustained", "NVIDIA GeForce RTX 4090", 121e12)
+    assert (standing.count, standing.percentile) == (5, pytest.approx(20.0))
+
+
 def test_no_figures_give_no_percentile(service: Service) -> None:
     standing = service.standing("matmul_flops", "bf16", "sustained", "NVIDIA GeForce RTX 4090", 150e12)
     assert (standing.count, standing.percentile) == (0, None)
