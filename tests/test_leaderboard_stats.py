@@ -172,6 +172,7 @@ def test_figures_differing_in_any_one_key_are_not_counted(service: Service) -> N
 def test_no_figures_give_no_percentile(service: Service) -> None:
     standing = service.standing("matmul_flops", "bf16", "sustained", "NVIDIA GeForce RTX 4090", 150e12)
     assert (standing.count, standing.percentile) == (0, None)
+    assert service.repo.standing("matmul_flops", "bf16", "sustained", "GeForce RTX 4090", 150e12) == (0, 0.0)
 
 
 @pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
