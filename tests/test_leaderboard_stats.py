@@ -119,6 +119,7 @@ def test_flagged_and_hidden_runs_leave_the_statistics(service: Service) -> None:
         (135e12, 30.0),  # above one, tied with one: the tie counts half
         (152e12, 70.0),
         (100e12, 0.0),
+        (0.0, 0.0),  # zero is a figure too (an idle reading), not a refusal
         (200e12, 100.0),
         (150e12, 50.0),
     ],
