@@ -134,6 +134,13 @@ def test_the_percentile_is_the_share_below_with_ties_counting_half(service: Serv
     assert standing.percentile == pytest.approx(expected)
 
 
+def test_the_percentile_is_not_rounded(service: Service) -> None:
+    for v in [*VALUES, 140e12]:
+        submit(service, bf16=v)
+    assert percentile(service, 121e12) == pytest.approx(100 / 6)  # one of six below
+    assert percentile(service, 140e12) == pytest.approx(100 * 2.5 / 6)  # two below, one tied
+
+
 def test_the_percentile_counts_only_the_same_card_dtype_variant_and_visible_unflagged_runs(service: Service) -> None:
     for v in VALUES:
         submit(service, bf16=v)
