@@ -33,6 +33,14 @@ METRICS: dict[str, str] = {
     "train_max_params": "params",
     "idle_power": "W",
     "command_energy": "J",
+    "swarm_tokens_per_s": "tokens/s",
+    "swarm_step_s": "s",
+    "swarm_compute_s": "s",
+    "swarm_comm_s": "s",
+    "swarm_sync_bytes": "B",
+    "swarm_utilisation": "ratio",
+    "swarm_loss": "nat",
+    "swarm_token_factor": "ratio",
 }
 
 EnergyMethod = Literal["nvml-counter", "nvml-polling", "rapl", "estimated", "unavailable"]
