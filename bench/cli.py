@@ -20,6 +20,7 @@ from bench.commands.project import project
 from bench.commands.runs import runs, show
 from bench.commands.serve import serve
 from bench.commands.submit import submit
+from bench.commands.swarm import swarm
 from bench.commands.transfer import export, import_
 from bench.errors import FlopwattError
 from probes.measurement import ProbeError
@@ -87,6 +88,7 @@ app.command()(compare)
 app.command()(export)
 app.command("import")(import_)
 app.command()(monitor)
+app.command()(swarm)
 app.command()(submit)
 app.command()(project)
 app.command()(serve)
