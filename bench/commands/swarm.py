@@ -210,17 +210,21 @@ def _rank_table(figures: dict[str, dict[str, Measurement]], strategies: list[str
 
 
 def loss_plot(series: dict[str, tuple[list[float], list[float]]], axis: str, floor: float) -> str:
-    """Held-out loss against `axis` for each strategy, with the language's floor as a line (plotext)."""
-    import plotext
+    """Held-out loss against `axis` for each strategy, with the language's floor as a line.
 
-    figure = plotext.figure
-    figure.clear()
-    figure.theme("colorless")
-    figure.plot_size(*PLOT_SIZE)
-    for (name, (xs, ys)), marker in zip(series.items(), ("d", "x")):
-        figure.draw(figure.signal(xs, ys, marker=marker).label(name).lines())
-    figure.line(floor)
-    figure.legend(x=PLOT_SIZE[0] - 6, y=0, ha="right", va="top")
-    figure.title(f"held-out loss, nat/token (the line: floor {floor:.3f})")
-    figure.label(axis)
-    return figure.build().string(colorless=True)
+    Each strategy has x values of its own (its evaluations fall at other tokens and seconds), which
+    bench.plots.line_plot, with one x list for all series, does not take; hence plotext directly.
+    """
+    import plotext as plt
+
+    plt.clf()
+    plt.plotsize(*PLOT_SIZE)
+    plt.theme("clear")
+    for (name, (xs, ys)), marker in zip(series.items(), "dx"):
+        plt.plot(xs, ys, label=f"{marker} {name}", marker=marker)
+    plt.hline(floor)
+    plt.title(f"held-out loss, nat/token (the line: floor {floor:.3f})")
+    plt.xlabel(axis)
+    text = plt.uncolorize(plt.build())
+    plt.clf()
+    return text
