@@ -13,8 +13,10 @@ aborted. Ctrl-C on rank 0 returns nothing; on another rank it is that rank dropp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import platform
 import statistics
 import threading
 import time
@@ -64,7 +66,9 @@ def _device(spec: str) -> torch.device:
 
 
 def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(read_cpu_info().get("cpu_model") or "cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return str(read_cpu_info().get("brand_raw") or platform.processor() or "cpu")
 
 
 def check_options(strategies: Sequence[str], minutes: float, h: int, bits: int, step_s: float) -> None:
@@ -155,7 +159,8 @@ def _train_all(link: Link, strategies: list[str], budget_s: float, h: int, bits:
             try:
                 _train_metered(run, meter, train_ddp if strategy == "ddp" else train_diloco)
             except KeyboardInterrupt:
-                _report_failure(link, f"rank {link.rank} was stopped (Ctrl-C)", key, record)
+                with contextlib.suppress(ProbeError):  # a master already gone changes nothing here
+                    _report_failure(link, f"rank {link.rank} was stopped (Ctrl-C)", key, record)
                 raise
             except (RuntimeError, Stopped) as exc:
                 cause = _cause(link, exc)
@@ -204,7 +209,7 @@ def _cause(link: Link, exc: BaseException) -> str:
     """What went wrong: the first failure any rank reported, else this rank's own error."""
     try:
         reported = link.board.failure()
-    except (RuntimeError, OSError):
+    except ProbeError:
         reported = None
     if reported:
         return reported
@@ -215,14 +220,8 @@ def _cause(link: Link, exc: BaseException) -> str:
 
 def _report_failure(link: Link, cause: str, key: str, record: Record) -> None:
     """Tell every rank (through the store) and leave this rank's record; a lost master is the error."""
-    try:
-        link.board.fail(cause)
-        link.board.post(key, record.snapshot())
-    except (RuntimeError, OSError) as exc:
-        if link.rank == 0:
-            raise
-        raise ProbeError(f"swarm: lost the master {link.master} (rank 0): {first_line(exc)}; "
-                         "nothing is stored (rank 0 stores the run)") from None
+    link.board.fail(cause)
+    link.board.post(key, record.snapshot())
 
 
 def _lost_line(lost: list[int], strategy: str, run: Run, cause: str) -> str:

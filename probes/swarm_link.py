@@ -31,7 +31,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -167,6 +168,9 @@ def _check_peers(board: Board, rv: collective.Rendezvous, address: str, timeout_
                 failed.append(f"rank {rank} at {where} ({exc.strerror or type(exc).__name__})")
         board.post(f"reach/{rv.rank}", failed)
         verdicts = board.collect([f"reach/{r}" for r in range(rv.world)], timeout_s + PEER_CHECK_S)
+        board.post(f"read/{rv.rank}", True)
+        if rv.rank == 0:  # the store leaves with rank 0: every rank must have read the verdicts first
+            board.collect([f"read/{r}" for r in range(rv.world)], timeout_s)
         done.set()
     if failed:
         raise ProbeError(f"swarm: rank {rv.rank} reached the master {rv.master} but could not connect to "
@@ -177,30 +181,46 @@ def _check_peers(board: Board, rv: collective.Rendezvous, address: str, timeout_
 
 
 class Board:
-    """Values the ranks leave for rank 0 in the master's store, as JSON under short keys."""
+    """Values the ranks leave for rank 0 in the master's store, as JSON under short keys.
 
-    def __init__(self, store: dist.Store) -> None:
+    The store lives in rank 0's process: when it is gone, every call says so in one line.
+    """
+
+    def __init__(self, store: dist.Store, master: str) -> None:
         self.store = store
+        self.master = master
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        try:
+            yield
+        except (RuntimeError, OSError) as exc:
+            raise ProbeError(f"swarm: lost the master {self.master} (rank 0): {first_line(exc)}; "
+                             "nothing is stored here (rank 0 stores the run)") from None
 
     def post(self, key: str, value: Any) -> None:
-        self.store.set(_BOARD + key, json.dumps(value))
+        with self._reaching():
+            self.store.set(_BOARD + key, json.dumps(value))
 
     def fail(self, cause: str) -> None:
         """Record the first failure's cause; later ones keep it."""
-        self.store.compare_set(_BOARD + _FAILED, "", cause)
+        with self._reaching():
+            self.store.compare_set(_BOARD + _FAILED, "", cause)
 
     def failure(self) -> str | None:
         key = _BOARD + _FAILED
-        return self.store.get(key).decode() if self.store.check([key]) else None
+        with self._reaching():
+            return self.store.get(key).decode() if self.store.check([key]) else None
 
     def collect(self, keys: list[str], wait_s: float) -> dict[str, Any]:
         """Those of `keys` posted within `wait_s` (all of them, as soon as they are there)."""
         deadline = time.monotonic() + wait_s
-        while True:
-            present = [k for k in keys if self.store.check([_BOARD + k])]
-            if len(present) == len(keys) or time.monotonic() > deadline:
-                return {k: json.loads(self.store.get(_BOARD + k)) for k in present}
-            time.sleep(0.05)
+        with self._reaching():
+            while True:
+                present = [k for k in keys if self.store.check([_BOARD + k])]
+                if len(present) == len(keys) or time.monotonic() > deadline:
+                    return {k: json.loads(self.store.get(_BOARD + k)) for k in present}
+                time.sleep(0.05)
 
 
 class Watchdog:
@@ -219,11 +239,11 @@ class Watchdog:
         self._thread.start()
 
     def _run(self) -> None:
-        board = Board(self._store)
+        board = Board(self._store, "")
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
                 cause = board.failure()
-            except (RuntimeError, OSError):
+            except ProbeError:
                 return
             if cause:
                 self._on_failure(cause)
@@ -290,7 +310,7 @@ def join(rank: int | None, world: int | None, master: str | None, device: torch.
     rv = rendezvous(rank, world, master, os.environ)
     address = local_address(rv)
     store = _open_store(rv, timeout_s)
-    board = Board(store)
+    board = Board(store, rv.master)
     _check_peers(board, rv, address, timeout_s)
     board.post(f"device/{rv.rank}", device.type)
     kinds = board.collect([f"device/{r}" for r in range(rv.world)], timeout_s)

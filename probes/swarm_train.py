@@ -214,6 +214,7 @@ class Run:
     clock: float = 0.0
     step: int = 0
     _mark: int | None = None
+    _last_clock: float = 0.0
 
     def check(self) -> None:
         if self.stop.is_set():
@@ -238,9 +239,11 @@ class Run:
         values = shared.cpu().tolist()
         self.on_eval(self.step * setup.tokens_per_step, self.clock, values[:HELD_OUT_SEQUENCES])
         clock = max(values[HELD_OUT_SEQUENCES:])
+        interval, self._last_clock = clock - self._last_clock, clock
         self.progress(f"swarm: {self.strategy} step {self.step}, {clock:.0f} of "
                       f"{setup.budget_s:.0f} s", min(1.0, clock / setup.budget_s))
-        return clock < setup.budget_s
+        # Go on while another interval like the last would end nearer the budget than stopping now.
+        return clock + interval / 2 < setup.budget_s
 
     def tick(self, interval_s: float, steps: int) -> None:
         """An interval of `steps` training steps ended: it counts on the training clock."""

@@ -3,9 +3,10 @@
 Two runs, both strategies each: 2 hosts on 100 Mbit/s uplinks and 3 hosts on 25 Mbit/s (where a
 ring, 4/3 of the buffer per rank, and a naive exchange, 2x, differ). Links are shaped as
 tests/swarm_worker.py shapes them (downlink 4x the uplink, a router's 50 ms queue). The stored run is
-checked against what the link and the projection say: bytes per sync within 10 % of the ring's,
-step time within 20 % of `bench.projection` given the run's own compute and the link, DiLoCo's loss
-falling, the token factor stored with its spread.
+checked against what the link and the projection say: bytes per sync within 10 % of the ring's, a
+sync's time within 20 % of the ring over the shaped link, the step time within 20 % of
+`bench.projection` given the run's own compute and link (as `project --swarm-run` would take them),
+DiLoCo's loss falling, the token factor stored with its spread.
 
 Each rank is limited to one thread (three ranks share this machine's two cores), and the model is
 sized for a quarter-second step, so a strategy gets 20 s of training: about 3 minutes in all.
@@ -104,27 +105,44 @@ def test_each_rank_sends_the_ring_share_of_the_payload_per_sync(runs, hosts: int
         assert abs(sent.value / ring - 1) <= BYTES_TOLERANCE, (rank, sent.value / ring, sent.samples)
 
 
-def _node(doc: RunDocument, strategy: str, rate: float) -> tuple[pj.ModelSpec, pj.Node]:
-    """The model as the projection sees it, and a node that computes exactly as fast as the run measured."""
-    step = _figure(doc, "swarm_step_s", strategy)
+def _spec(step: Measurement) -> pj.ModelSpec:
+    """The run's model as the projection sees it (built directly: model_spec refuses under 1M parameters)."""
     p = step.params
-    spec = pj.ModelSpec("swarm model", float(p["model_params"]), p["n_layer"], p["n_embd"], p["n_head"], p["seq_len"],
+    return pj.ModelSpec("swarm model", float(p["model_params"]), p["n_layer"], p["n_embd"], p["n_head"], p["seq_len"],
                         p["vocab_size"], float(p["tokens_per_step"]), "the run's model")
+
+
+def _node(doc: RunDocument, strategy: str) -> tuple[pj.ModelSpec, pj.Node]:
+    """A node that computes as fast as the run measured and whose link syncs as fast as the run's syncs:
+    an uplink that moves the ring's bytes in the measured sync time less the latency the ring pays."""
+    step, comm = _figure(doc, "swarm_step_s", strategy), _figure(doc, "swarm_comm_s", strategy)
+    spec, p = _spec(step), step.params
     rank_tokens = p["tokens_per_step"] / p["world"]
+    latency = (p["world"] - 1) * p["rtt_estimate_s"]
+    link = 8 * comm.params["ring_bytes"] / (comm.value - latency)
     unused = pj.Figure(1.0, "not used: step times only")
     node = pj.Node(name="lab host", dtype="fp32",
                    flops=pj.Figure(rank_tokens * spec.flops_per_token / p["compute_s"], "the run's compute per step"),
                    utilisation=pj.Figure(1.0, "the measured rate is training's own"),
                    memory_bytes=pj.Figure(float(2**34), "not used"), watts=unused, idle_watts=unused)
-    node = pj.with_link(node, uplink_bps=rate, downlink_bps=rate * DOWNLINK_FACTOR, rtt_s=p["rtt_estimate_s"],
-                        source="the lab's tbf rate; RTT from the run's tiny all-reduce")
-    return spec, node
+    return spec, pj.with_link(node, uplink_bps=link, downlink_bps=link, rtt_s=p["rtt_estimate_s"],
+                              source="the run's own sync time and tiny all-reduce")
+
+
+@pytest.mark.parametrize(("hosts", "rate", "strategy"), CASES, ids=IDS)
+def test_a_sync_takes_what_the_ring_needs_on_the_link(runs, hosts: int, rate: float, strategy: str) -> None:
+    doc, _ = runs[(hosts, rate)]
+    comm = _figure(doc, "swarm_comm_s", strategy)
+    rtt = comm.params["rtt_estimate_s"]
+    # the payload's bytes: what the projection moves (params x bits / 8)
+    expected = pj.ring_allreduce_s(comm.params["payload_bytes"], hosts, rate, rate * DOWNLINK_FACTOR, rtt)
+    assert abs(comm.value / expected - 1) <= TOLERANCE, (comm.value, expected, comm.samples)
 
 
 @pytest.mark.parametrize(("hosts", "rate", "strategy"), CASES, ids=IDS)
 def test_the_projection_predicts_the_measured_step(runs, hosts: int, rate: float, strategy: str) -> None:
     doc, _ = runs[(hosts, rate)]
-    spec, node = _node(doc, strategy, rate)
+    spec, node = _node(doc, strategy)
     step = _figure(doc, "swarm_step_s", strategy)
     if strategy == "ddp":
         projected = pj.ddp(spec, node, hosts, 1e9, settings=pj.Settings(grad_bits=16))

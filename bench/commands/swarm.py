@@ -191,6 +191,7 @@ def render_swarm(doc: RunDocument, console: Console) -> None:
 
 def _rank_table(figures: dict[str, dict[str, Measurement]], strategies: list[str], console: Console) -> None:
     table = Table(title="Per rank", box=box.SIMPLE_HEAD)
+    missing: dict[str, list[str]] = {}
     for column in ("Strategy", "Rank", "Device", "Compute per step", "Sent per sync", "vs ring", "Energy"):
         table.add_column(column, justify="left" if column in ("Strategy", "Device") else "right")
     for strategy in strategies:
@@ -204,9 +205,13 @@ def _rank_table(figures: dict[str, dict[str, Measurement]], strategies: list[str
                 si(sent.value, "B") if sent else "-",
                 f"{sent.value / sent.params['ring_bytes']:.3f}" if sent else "-",
                 f"{energy.joules:.3g} J" if energy and energy.joules is not None else
-                (energy.method if energy else "-"),
+                ("n/a" if energy else "-"),
             )
+            if energy and energy.unavailable_reason:
+                missing.setdefault(energy.unavailable_reason, []).append(f"{strategy} rank {variant.rsplit(' ', 1)[1]}")
     console.print(table)
+    for reason, where in missing.items():
+        console.print(f"[yellow]unavailable[/yellow] energy ({', '.join(where)}): {reason}")
 
 
 def loss_plot(series: dict[str, tuple[list[float], list[float]]], axis: str, floor: float) -> str:
