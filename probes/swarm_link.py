@@ -66,9 +66,12 @@ def rendezvous(rank: int | None, world: int | None, master: str | None, env: Map
 
 
 def first_line(exc: BaseException) -> str:
-    """The gist of a torch.distributed error, without the C++ source location."""
+    """The gist of a torch.distributed error: its first sentence, without C++ source locations
+    ("[/__w/pytorch/.../pair.cc:553]"), which mean nothing to a user and read as markup to rich."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^\[[^\]]*:\d+\]\s*", "", text).split(". ")[0].rstrip(".")[:200]
+    text = re.sub(r"\[[^\]\s]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", text)
+    text = re.sub(r"Got the following error when running the callback: \w+: ", "", text)  # DDP's future
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def _open_store(rv: collective.Rendezvous, timeout_s: float) -> dist.TCPStore:

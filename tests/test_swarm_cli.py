@@ -20,6 +20,7 @@ from bench.cli import app
 from bench.commands.swarm import loss_plot, render_swarm
 from bench.document import RunDocument, RunInfo, utc_now
 from probes.inventory import Host
+from probes.measurement import Unavailable
 from bench.server.app import create_app
 from bench.store import Store
 from probes.swarm_figures import Context, Curve, factor_figure, strategy_figures
@@ -61,9 +62,9 @@ def test_a_master_nobody_listens_on_is_named_with_what_to_open() -> None:
     port = _free_port()
     done = _cli("--rank", "1", "--world", "2", "--master", f"127.0.0.1:{port}", "--timeout", "1")
     assert done.returncode == 2
-    assert done.stderr.strip() == (
+    assert done.stderr == (
         f"error: swarm: rank 1 could not reach the master 127.0.0.1:{port} within 1 s: start rank 0 first and let "
-        f"TCP port {port} in on it (behind NAT: forward that port, or join over a VPN such as WireGuard)"
+        f"TCP port {port} in on it (behind NAT: forward that port, or join over a VPN such as WireGuard)\n"
     )
 
 
@@ -143,3 +144,28 @@ def test_submit_sends_a_swarm_run_and_the_server_stores_and_exports_it(db_url: s
     assert [e["id"] for e in exported] == [doc.run.id]
     assert sum(",swarm_token_factor," in row for row in csv_rows) == 1
     assert sum(",swarm_step_s," in row for row in csv_rows) == 2  # ddp and diloco
+
+
+def test_brackets_in_an_error_are_printed_not_read_as_markup() -> None:
+    """An IPv6 master is written [::1]:PORT; rich would take the brackets for a tag and crash."""
+    port = _free_port()
+    done = _cli("--rank", "1", "--world", "2", "--master", f"[::1]:{port}", "--timeout", "1")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: swarm: rank 1 could not reach the master [::1]:{port} within 1 s"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_gloo_error_reads_as_its_message_without_the_source_location() -> None:
+    from probes.swarm_link import first_line
+
+    raw = RuntimeError("Rank 1: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection "
+                       "closed by peer [10.231.0.3]:65194. This is typically caused by a remote worker crashing.")
+    assert first_line(raw) == "Rank 1: Connection closed by peer [10.231.0.3]:65194"
+    wrapped = RuntimeError("Got the following error when running the callback: RuntimeError: Read error "
+                           "[10.231.0.3]:13963: Connection reset by peer")
+    assert first_line(wrapped) == "Read error [10.231.0.3]:13963: Connection reset by peer"
+    doc = _document()
+    doc.unavailable.append(Unavailable(probe="swarm", reason=f"rank 2 dropped out ({raw})"))
+    out = StringIO()
+    render_swarm(doc, Console(file=out, width=100, color_system=None))
+    assert "pair.cc:553] Connection closed by peer [10.231.0.3]:65194" in " ".join(out.getvalue().split())

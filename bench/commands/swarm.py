@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich import box
 from rich.table import Table
@@ -74,7 +75,8 @@ def swarm(
     started = utc_now()
     host, devices, _ = inventory(device if device != "auto" else "auto")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:  # into a file or pipe, a bar is only a stray blank line
         task = bar.add_task("starting", total=1.0)
         watch = CpuWatch()
         try:
@@ -103,7 +105,7 @@ def swarm(
         render_swarm(doc, console)
         console.print(f"Stored as run [bold]{doc.run.id[:12]}[/bold] in {store.url}")
     if out.aborted:
-        err.print(f"[red]error:[/red] swarm: {out.aborted}")
+        err.print(f"[red]error:[/red] swarm: {escape(out.aborted)}")
         raise typer.Exit(2)
 
 
@@ -137,7 +139,7 @@ def render_swarm(doc: RunDocument, console: Console) -> None:
     if not strategies:
         console.print("No swarm figures in this run.")
         for item in doc.unavailable:
-            console.print(f"[yellow]unavailable[/yellow] {item.probe}: {item.reason}")
+            console.print(f"[yellow]unavailable[/yellow] {item.probe}: {escape(item.reason)}")
         return
     first = next(iter(figures[strategies[0]].values())).params
     console.print(
@@ -180,7 +182,7 @@ def render_swarm(doc: RunDocument, console: Console) -> None:
                       f"{p['resamples']} resamples of the held-out sequences")
     for item in doc.unavailable:
         what = " ".join(x for x in (item.probe, item.metric, item.device) if x)
-        console.print(f"[yellow]unavailable[/yellow] {what}: {item.reason}")
+        console.print(f"[yellow]unavailable[/yellow] {escape(what)}: {escape(item.reason)}")
     curves = {s: figures[s]["swarm_loss"].params for s in strategies if "swarm_loss" in figures[s]}
     if curves:
         floor = next(iter(curves.values()))["loss_floor"]
@@ -211,7 +213,7 @@ def _rank_table(figures: dict[str, dict[str, Measurement]], strategies: list[str
                 missing.setdefault(energy.unavailable_reason, []).append(f"{strategy} rank {variant.rsplit(' ', 1)[1]}")
     console.print(table)
     for reason, where in missing.items():
-        console.print(f"[yellow]unavailable[/yellow] energy ({', '.join(where)}): {reason}")
+        console.print(f"[yellow]unavailable[/yellow] energy ({', '.join(where)}): {escape(reason)}")
 
 
 def loss_plot(series: dict[str, tuple[list[float], list[float]]], axis: str, floor: float) -> str:
