@@ -144,11 +144,12 @@ def test_the_projection_predicts_the_measured_step(runs, hosts: int, rate: float
     doc, _ = runs[(hosts, rate)]
     spec, node = _node(doc, strategy)
     step = _figure(doc, "swarm_step_s", strategy)
+    swarm = pj.Swarm.uniform(node, hosts)
     if strategy == "ddp":
-        projected = pj.ddp(spec, node, hosts, 1e9, settings=pj.Settings(grad_bits=16))
+        projected = pj.ddp(spec, swarm, 1e9, settings=pj.Settings(grad_bits=16))
     else:
         settings = pj.Settings(diloco_h=step.params["h"], diloco_bits=step.params["bits"])
-        projected = pj.diloco(spec, node, hosts, 1e9, settings=settings)
+        projected = pj.diloco(spec, swarm, 1e9, settings=settings)
     assert projected.step_s is not None and projected.compute_s == pytest.approx(step.params["compute_s"])
     ratio = step.value / projected.step_s
     assert abs(ratio - 1) <= TOLERANCE, (

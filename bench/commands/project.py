@@ -19,6 +19,8 @@ from bench import projection as pj
 from bench.errors import FlopwattError
 from bench.hardware import get_card
 from bench.plots import duration_ticks, line_plot
+from bench.swarm_run import beside, load_swarm_run, render_swarm_run, settings_with, with_swarm_link
+from bench.swarm_run import to_json as swarm_run_json
 from bench.units import bytes_, co2, count, duration_label, energy, parse_bitrate, parse_duration, parse_size, \
     seconds, usd
 
@@ -165,6 +167,9 @@ def project(
     gco2: Annotated[float, typer.Option("--gco2-per-kwh", help="Grid carbon intensity.")] = _PRICES.grid_gco2_per_kwh,
     swarm_hardware: Annotated[str, typer.Option(
         "--swarm-hardware", help="Charge the swarm's card(s), its whole pc, or none (power bill only).")] = "card",
+    swarm_run: Annotated[Optional[str], typer.Option(
+        "--swarm-run", help="Take the link and DDP's overlap from this `flopwatt swarm` run, and show what it "
+        "measured beside the projection of its own case.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     db: Annotated[Optional[str], typer.Option("--db", help="Results database URL (for --run).")] = None,
 ) -> None:
@@ -186,6 +191,9 @@ def project(
                              host_idle_watts=host_idle_watts)
         return replace(node, host_ram_bytes=pj.Figure(ram, "option --host-ram")) if ram else node
 
+    measured = load_swarm_run(swarm_run, db) if swarm_run else None
+    if measured:  # before the options, which beat a measurement
+        swarm = _map_nodes(swarm, lambda node: with_swarm_link(node, measured))
     swarm = _map_nodes(swarm, adjust)
     if hours_per_day is not None:
         from bench.projection.swarm import with_hours
@@ -202,16 +210,22 @@ def project(
                                                    offload_optimizer=offload_optimizer),
                            critical_batch_tokens=pj.parse_quantity(critical_batch, "--critical-batch")
                            if critical_batch else None)
+    settings = settings_with(settings, measured) if measured else settings
     sc = pj.scenario(model, swarm, tokens=pj.parse_quantity(tokens, "--tokens") if tokens else None,
                      dc_card=dc_card or "h100", dc_gpus=dc_gpus, strategy=strategy, prices=prices, settings=settings,
                      mfu=mfu)
     results = pj.project(sc)
     answers = pj.claims(sc, pj.project(replace(sc, strategies=pj.STRATEGIES)) if strategy != "auto" else results)
     if as_json:
-        print(json.dumps(to_json(sc, results, answers), indent=2))
+        out = to_json(sc, results, answers)
+        if measured:
+            out["swarm_run"] = swarm_run_json(measured, beside(measured))
+        print(json.dumps(out, indent=2))
         return
     console = Console(highlight=False)
     render_projection(sc, results, console)
+    if measured:
+        render_swarm_run(measured, beside(measured), sc.model.name, console)
     render_claims(sc, answers, console)
     everything = replace(sc, strategies=pj.STRATEGIES)
     render_sweep(pj.sweep(everything, sweep_counts(swarm.nodes), match_datacenter=dc_gpus is None), console)

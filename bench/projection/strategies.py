@@ -48,6 +48,9 @@ class Settings:
     micro_batch_tokens: float | None = None
     #: Override the critical batch (tokens); None: Kaplan et al.'s B_crit at the final Chinchilla loss.
     critical_batch_tokens: float | None = None
+    #: Share of the last micro-batch's compute DDP's all-reduce can hide behind: its backward, 2/3
+    #: (Li et al. 2020); `flopwatt project --swarm-run` puts in what a swarm run measured.
+    ddp_overlap: float = 2 / 3
 
     def validated(self) -> Settings:
         check(self.diloco_h, "DiLoCo H (local steps)", 1, 1e7, low_inclusive=True)
@@ -61,6 +64,7 @@ class Settings:
             check(self.micro_batch_tokens, "micro-batch tokens", 0, 1e9)
         if self.critical_batch_tokens is not None:
             check(self.critical_batch_tokens, "critical batch tokens", 0, 1e12)
+        check(self.ddp_overlap, "DDP overlap share", 0, 1, low_inclusive=True)
         return self
 
 
@@ -225,11 +229,11 @@ def node_step(model: ModelSpec, node: Node, node_tokens: float, settings: Settin
     return NodeStep(mem, layout, micro, micro_s, micro * micro_s, intra_sync, offload)
 
 
-def overlapped_step(plan: NodeStep, sync_s: float) -> float:
-    """DDP under gradient accumulation: only the last micro-batch's backward (2/3 of it) overlaps
-    the all-reduce (PyTorch DDP's no_sync; Li et al. 2020), then the optimizer step (offloaded or not)."""
+def overlapped_step(plan: NodeStep, sync_s: float, overlap: float = 2 / 3) -> float:
+    """DDP under gradient accumulation: only the last micro-batch's backward (`overlap`, 2/3, of it)
+    overlaps the all-reduce (PyTorch DDP's no_sync; Li et al. 2020), then the optimizer step (offloaded or not)."""
     last = plan.micro_s
-    return (plan.micro_batches - 1) * last + last / 3 + max(2 * last / 3, sync_s) + plan.offload_s
+    return (plan.micro_batches - 1) * last + (1 - overlap) * last + max(overlap * last, sync_s) + plan.offload_s
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,7 +301,7 @@ def ddp(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Price
     if isinstance(plans, str):
         return infeasible("ddp", plans, hardware, swarm.gpus, tokens, nodes=n)
     comm, algorithm = allreduce_s(model.params * settings.grad_bits / 8, n, up, down, rtt)
-    step = max(overlapped_step(plan, comm + plan.intra_sync_s) for _, plan in plans)
+    step = max(overlapped_step(plan, comm + plan.intra_sync_s, settings.ddp_overlap) for _, plan in plans)
     compute = max(plan.compute_s for _, plan in plans)
     batch = per_node * n
     b_crit = critical_batch(model, tokens, settings)
