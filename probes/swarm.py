@@ -32,7 +32,7 @@ from probes.swarm_figures import PROBE, Context, Curve, factor_figure, strategy_
 from probes.swarm_language import Language
 from probes.swarm_link import WATCH_INTERVAL_S, Link, Watchdog, first_line, join
 from probes.swarm_ring import BITS
-from probes.swarm_train import SEQ_LEN, Record, Run, Setup, Stopped, compute_dtype, diloco_payload_bytes, size_model
+from probes.swarm_train import SEQ_LEN, Record, Run, Setup, Stopped, compute_dtype, diloco_payload_bytes, ladder, size_model
 from probes.swarm_train import train_ddp, train_diloco
 
 STRATEGIES = ("ddp", "diloco")
@@ -71,7 +71,8 @@ def _device_name(device: torch.device) -> str:
     return str(read_cpu_info().get("brand_raw") or platform.processor() or "cpu")
 
 
-def check_options(strategies: Sequence[str], minutes: float, h: int, bits: int, step_s: float) -> None:
+def check_options(strategies: Sequence[str], minutes: float, h: int, bits: int, step_s: float,
+                  timeout_s: float = 120.0, max_params: float = 25e6) -> None:
     """One line naming the option, before anyone waits on a rendezvous."""
     if not strategies or any(s not in STRATEGIES for s in strategies):
         raise ProbeError(f"swarm: strategy must be ddp, diloco or both, got {','.join(strategies) or 'nothing'}")
@@ -85,6 +86,9 @@ def check_options(strategies: Sequence[str], minutes: float, h: int, bits: int, 
         raise ProbeError("swarm: --bits 8 sets DiLoCo's pseudo-gradients; DDP always sends fp16 gradients")
     if not (math.isfinite(step_s) and 0 < step_s <= 600):
         raise ProbeError(f"swarm: --step-seconds must be above 0 and at most 600, got {step_s:g}")
+    if not (math.isfinite(timeout_s) and 1 <= timeout_s <= 3600):
+        raise ProbeError(f"swarm: --timeout must be 1 to 3600 seconds, got {timeout_s:g}")
+    ladder(Language().vocab, max_params)  # refuses a cap below the smallest model
 
 
 def measure_swarm(
@@ -108,7 +112,7 @@ def measure_swarm(
     `bits`: DiLoCo's pseudo-gradient on the wire (16 or 8). `timeout_s`: how long to wait for the
     ranks to join, and for any one collective before its peer counts as lost.
     """
-    check_options(strategies, minutes, h, bits, step_s)
+    check_options(strategies, minutes, h, bits, step_s, timeout_s, max_params)
     dev = _device(device)
     progress("swarm: joining the other ranks", 0.0)
     link = join(rank, world, master, dev, timeout_s)

@@ -295,6 +295,8 @@ BAD_INPUT = {
     "project": (["project", "--gpus", "0"], "give exactly one of --card NAME, --run ID (repeatable) or --nodes-csv FILE"),
     "serve": (["serve", "--db", "sqlite:///{tmp}/a-file/server.db"], "cannot use database"),
     "serve-network": (["serve-network", "--iperf3", "{tmp}/no-iperf3"], "{tmp}/no-iperf3 is not an executable iperf3"),
+    "swarm": (["swarm", "--rank", "0", "--world", "2", "--master", "127.0.0.1:29500", "--bits", "4"],
+              "swarm: --bits must be 16 or 8, got 4"),
 }
 
 

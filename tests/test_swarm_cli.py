@@ -35,7 +35,10 @@ from server_support import LIFTED, db_url, live_server  # noqa: F401
         (["--strategy", "ddp", "--bits", "8"], "DDP always sends fp16 gradients"),
         (["--master", "nohost"], "error: swarm: bad master 'nohost': expected HOST:PORT"),
         (["--rank", "2"], "error: swarm: rank 2 is outside world 2 (0..1)"),
-        (["--minutes", "0"], "Invalid value for '--minutes'"),
+        (["--minutes", "0"], "error: swarm: --minutes must be above 0 and at most 1440, got 0"),
+        (["--diloco-h", "0"], "error: swarm: --diloco-h must be at least 1, got 0"),
+        (["--max-params", "1000"], "error: swarm: --max-params 1000 is below the smallest model"),
+        (["--timeout", "0"], "error: swarm: --timeout must be 1 to 3600 seconds, got 0"),
     ],
 )
 def test_a_bad_option_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
