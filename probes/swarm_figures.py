@@ -193,7 +193,11 @@ def strategy_figures(ctx: Context, records: Mapping[int, Mapping[str, Any]], cur
     compute = {r: records[r]["compute_s"] for r in ranks}
     sync = slowest([records[r]["sync_s"] for r in ranks])
     if all(compute.values()) and sync:  # DDP times them beside training, at each evaluation
-        step_compute = max(statistics.median(compute[r]) for r in ranks)
+        if ctx.strategy == "diloco":  # a round waits for all H steps of its slowest rank: their mean, not median
+            rounds = min(len(records[r]["busy_s"]) for r in ranks)
+            step_compute = statistics.median(max(records[r]["busy_s"][k] for r in ranks) / ctx.h for k in range(rounds))
+        else:  # a DDP step waits for its slowest rank
+            step_compute = max(statistics.median(compute[r]) for r in ranks)
         comm = statistics.median(sync)
         exposed = statistics.median(step) - step_compute
         overlap = {"hidden_comm_share": 1 - exposed / comm} if ctx.strategy == "ddp" else {}

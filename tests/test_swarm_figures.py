@@ -121,7 +121,7 @@ def test_ddp_figures_take_the_slowest_rank_per_step() -> None:
 
 def test_diloco_figures_are_per_inner_step() -> None:
     records = {
-        r: {"interval_s": [4.0 + r, 5.0], "compute_s": [0.9, 1.1, 1.0, 1.2], "busy_s": [2.0, 2.2],
+        r: {"interval_s": [4.0 + r, 5.0], "compute_s": [0.9, 1.1, 1.0, 1.2], "busy_s": [2.0 + 0.4 * r, 2.2 - 0.2 * r],
             "sync_s": [1.5 + r, 2.0], "sync_bytes": [900, 950], "device": "cpu", "device_name": "A",
             "tokens": 4096, "train_s": 9.0, "energy": None}
         for r in range(2)
@@ -130,8 +130,12 @@ def test_diloco_figures_are_per_inner_step() -> None:
     assert _by(figures, "swarm_step_s", "diloco").samples == [5.0 / 2, 5.0 / 2]
     assert _by(figures, "swarm_tokens_per_s", "diloco").samples == pytest.approx([2 * 1024 / 5.0] * 2)
     assert _by(figures, "swarm_comm_s", "diloco").samples == [2.5, 2.0]
-    assert _by(figures, "swarm_utilisation", "diloco").samples == pytest.approx([2.0 / 5.0, 2.2 / 5.0])
-    assert "hidden_comm_share" not in _by(figures, "swarm_step_s", "diloco").params
+    assert _by(figures, "swarm_utilisation", "diloco").samples == pytest.approx([2.2 / 5.0, 2.1 / 5.0])
+    step = _by(figures, "swarm_step_s", "diloco").params
+    # a round waits for the slowest rank's H steps: max over ranks per round [2.4, 2.2], over H = 2, median
+    assert step["compute_s"] == pytest.approx(1.15)
+    assert step["exposed_comm_s"] == pytest.approx(2.5 - 1.15)
+    assert "hidden_comm_share" not in step
 
 
 def test_a_rank_lost_mid_run_shortens_the_figures_to_what_all_completed() -> None:
