@@ -1,13 +1,13 @@
 """`flopwatt swarm` when things go wrong: a rank killed mid-run, Ctrl-C on either side, a peer out of reach.
 
 Real CLI processes in network-namespace hosts, as in tests/test_swarm_lab.py. A rank is stopped once
-training traffic flows (its link has carried a few megabytes), so it always falls mid-training.
+its progress line shows training steps counted, so it always falls mid-training, after a step.
 """
 
 from __future__ import annotations
 
+import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,36 +15,39 @@ import pytest
 
 from bench.store import Store
 from netns import Host, Lab, netns_unavailable
-from swarm_worker import tx_bytes
-from test_swarm_lab import start
+from test_swarm_lab import Ranks, start
 
 _UNAVAILABLE = netns_unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")]
 
 QUICK = ("--minutes", "0.3", "--diloco-h", "4", "--step-seconds", "0.2", "--timeout", "30")
+#: rich draws the progress line into the rank's log file as on a terminal, without colour.
+SHOW_PROGRESS = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "NO_COLOR": "1"}
 #: Once every rank is done, how long the others may take to notice a lost rank and finish.
 BOUND_S = 30.0
 
 
 def _shape(hosts: list[Host], rate: float) -> None:
-    for host in hosts:  # tbf on the uplink, so its byte counter shows training traffic
+    for host in hosts:  # tbf on the uplink: a home-like link, slow enough that a rank falls mid-step
         host.shape_uplink(rate)
 
 
-def _when_training(host: Host, procs: list[subprocess.Popen[str]], sent: float = 3e6, limit_s: float = 120) -> None:
-    """Wait until `host` has sent `sent` bytes: sizing sends almost nothing, training steps a model each."""
+def _when_training(ranks: Ranks, rank: int, limit_s: float = 120) -> None:
+    """Wait until `rank`'s progress line reports a ddp step after the first: its clock has counted
+    steps. (The bytes a link has carried cannot tell: sizing and DDP's warm-up pass send a model's
+    gradients too, and under load a rank stopped at 3 MB had not finished a step.)"""
     deadline = time.monotonic() + limit_s
-    while tx_bytes(host) < sent:
-        assert all(p.poll() is None for p in procs), "a rank ended before training began"
-        assert time.monotonic() < deadline, "training traffic never started"
+    while not re.search(r"ddp step [1-9]", ranks.output(rank)):
+        assert all(p.poll() is None for p in ranks.procs), "a rank ended before training began"
+        assert time.monotonic() < deadline, "no training step was counted"
         time.sleep(0.2)
 
 
 def test_a_rank_that_dies_ends_the_run_everywhere_and_rank_0_stores_what_was_measured(tmp_path: Path) -> None:
     with Lab(hosts=3) as lab:
         _shape(lab.hosts, 100e6)
-        ranks = start(lab.hosts, tmp_path, *QUICK, port=29670)
-        _when_training(lab.hosts[2], ranks.procs)
+        ranks = start(lab.hosts, tmp_path, *QUICK, port=29670, env=SHOW_PROGRESS)
+        _when_training(ranks, 2)
         ranks.procs[2].kill()
         killed = time.monotonic()
         codes = ranks.wait(BOUND_S)
@@ -62,8 +65,8 @@ def test_a_rank_that_dies_ends_the_run_everywhere_and_rank_0_stores_what_was_mea
 def test_ctrl_c_on_rank_0_stores_nothing_and_the_others_stop(tmp_path: Path) -> None:
     with Lab(hosts=2) as lab:
         _shape(lab.hosts, 100e6)
-        ranks = start(lab.hosts, tmp_path, *QUICK, port=29671)
-        _when_training(lab.hosts[1], ranks.procs)
+        ranks = start(lab.hosts, tmp_path, *QUICK, port=29671, env=SHOW_PROGRESS)
+        _when_training(ranks, 1)
         ranks.procs[0].send_signal(signal.SIGINT)
         codes = ranks.wait(BOUND_S)
     assert codes == [130, 2], [ranks.output(r)[-2000:] for r in range(2)]
@@ -75,8 +78,8 @@ def test_ctrl_c_on_rank_0_stores_nothing_and_the_others_stop(tmp_path: Path) -> 
 def test_ctrl_c_on_another_rank_is_that_rank_leaving(tmp_path: Path) -> None:
     with Lab(hosts=2) as lab:
         _shape(lab.hosts, 100e6)
-        ranks = start(lab.hosts, tmp_path, *QUICK, port=29672)
-        _when_training(lab.hosts[1], ranks.procs)
+        ranks = start(lab.hosts, tmp_path, *QUICK, port=29672, env=SHOW_PROGRESS)
+        _when_training(ranks, 1)
         ranks.procs[1].send_signal(signal.SIGINT)
         codes = ranks.wait(BOUND_S)
     assert codes == [2, 130], [ranks.output(r)[-2000:] for r in range(2)]

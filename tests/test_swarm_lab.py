@@ -55,10 +55,11 @@ class Ranks:
         return self.logs[rank].read_text(errors="replace")
 
 
-def start(hosts: list[Host], tmp: Path, *args: str, port: int = 29650) -> Ranks:
-    """`python -m bench swarm` on each host, rank i on host i, rank 0's host the master."""
+def start(hosts: list[Host], tmp: Path, *args: str, port: int = 29650, env: dict[str, str] | None = None) -> Ranks:
+    """`python -m bench swarm` on each host, rank i on host i, rank 0's host the master; `env` adds
+    to each rank's environment."""
     db = f"sqlite:///{tmp / 'swarm.db'}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100", **(env or {})}
     procs, logs = [], []
     for rank, host in enumerate(hosts):
         log = tmp / f"rank{rank}.txt"
