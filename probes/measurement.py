@@ -60,6 +60,16 @@ class ProbeError(Exception):
     """
 
 
+def error_reason(exc: BaseException) -> str:
+    """An unexpected error as one line for an `unavailable` reason: its type and first line.
+
+    CUDA errors carry a C++ trace and "compile with TORCH_USE_CUDA_DSA" advice on later lines.
+    """
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
 class _Figures(BaseModel):
     """Strict about unknown fields, but derived (computed) fields in the input are recomputed, not read.
 

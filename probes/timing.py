@@ -4,6 +4,11 @@ GPU work is asynchronous: it is timed with CUDA events (which also serve ROCm), 
 synchronising before reading the host clock (MPS, CPU). Calls are grouped into blocks long
 enough that timer overhead is negligible (torch's blocked_autorange idea), after a warm-up that
 keeps module loading, kernel selection and clock ramp-up out of the figures.
+
+The events are recorded on the timed device's own current stream, the one its kernels run on
+(an event recorded without a stream goes on the *current device's* stream, cuda:0's unless the
+caller set it; probes.devices.device_context does). The host clock is injectable, so tests can
+drive the arithmetic with a clock that each call advances by a known step.
 """
 
 from __future__ import annotations
@@ -37,33 +42,35 @@ class Timing:
 
 
 class DeviceTimer:
-    """Times `fn()` on one device."""
+    """Times `fn()` on one device; `clock` is the host clock (seconds) for everything but CUDA events."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> None:
         self.device = device
+        self.clock = clock
 
     def _block(self, fn: Callable[[], object], calls: int) -> float:
         """Seconds for `calls` back-to-back calls."""
         if self.device.type == "cuda":
+            stream = torch.cuda.current_stream(self.device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             for _ in range(calls):
                 fn()
-            end.record()
+            end.record(stream)
             end.synchronize()
-            return start.elapsed_time(end) / 1e3
+            return start.elapsed_time(end) / 1e3  # milliseconds
         synchronize(self.device)
-        t0 = time.perf_counter()
+        t0 = self.clock()
         for _ in range(calls):
             fn()
         synchronize(self.device)
-        return time.perf_counter() - t0
+        return self.clock() - t0
 
     def warm_up(self, fn: Callable[[], object], *, seconds: float, min_calls: int = 2) -> tuple[int, float]:
         """Run until `seconds` have passed (and at least `min_calls`); returns (calls, last call's time)."""
-        calls, deadline, last = 0, time.perf_counter() + seconds, math.inf
-        while calls < min_calls or time.perf_counter() < deadline:
+        calls, deadline, last = 0, self.clock() + seconds, math.inf
+        while calls < min_calls or self.clock() < deadline:
             last = self._block(fn, 1)
             calls += 1
         return calls, last
@@ -85,20 +92,20 @@ class DeviceTimer:
         warmup_calls, one_call_s = self.warm_up(fn, seconds=warmup_s)
         calls = max(1, math.ceil(block_s / max(one_call_s, 1e-9)))
         samples: list[float] = []
-        t0 = time.perf_counter()
-        while len(samples) < blocks and (len(samples) < min_blocks or time.perf_counter() - t0 < max_s):
+        t0 = self.clock()
+        while len(samples) < blocks and (len(samples) < min_blocks or self.clock() - t0 < max_s):
             samples.append(self._block(fn, calls) / calls)
-        return Timing(samples, calls, warmup_calls, time.perf_counter() - t0)
+        return Timing(samples, calls, warmup_calls, self.clock() - t0)
 
     def measure_window(self, fn: Callable[[], object], *, window_s: float, block_s: float) -> Timing:
         """Time back-to-back blocks for a steady window of at least `window_s` (sustained regime)."""
         _, one_call_s = self.warm_up(fn, seconds=0.0, min_calls=1)
         calls = max(1, math.ceil(block_s / max(one_call_s, 1e-9)))
         samples: list[float] = []
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < window_s or len(samples) < 3:
+        t0 = self.clock()
+        while self.clock() - t0 < window_s or len(samples) < 3:
             samples.append(self._block(fn, calls) / calls)
-        return Timing(samples, calls, 1, time.perf_counter() - t0)
+        return Timing(samples, calls, 1, self.clock() - t0)
 
 
 def energy_of(meter: EnergyMeter | None, fn: Callable[[], object], device: torch.device) -> Energy | None:
