@@ -2,28 +2,44 @@
 
 - burst: a sweep over shapes, keeping the best (one fixed size underestimates: mamf-finder's
   lesson), each shape timed in blocks after a warm-up;
-- sustained: a steady window of at least 10 s at the best shape, where a gaming card's power
-  and thermal limits show.
+- sustained: a steady window at the best shape, 10 s (60 s for the headline dtype of a full GPU
+  probe), long enough to leave the boost clock and settle on the power limit. It is not claimed
+  to be thermal steady state: an air-cooled card keeps warming for minutes (mamf-finder's MSMF
+  settles the clock first). Each sustained figure says which window it had (`window_s`, `regime`).
 
-Every shape's product is checked against a float64 reference on a slice of rows, so a broken
-kernel (or a dtype silently falling back to garbage) never posts a figure.
+Every shape's product is checked against a float64 reference on a slice of rows (on the CPU for
+MPS, which has no float64), so a broken kernel (or a dtype silently falling back to garbage) never
+posts a figure. Whatever else goes wrong with one dtype (out of memory, a cuBLAS error, a kernel
+this torch build lacks) becomes that dtype's `unavailable` entry with the error; the other dtypes
+still run. The device must be the current one (probes.devices.device_context: the runner does it).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import psutil
 import torch
+from torch.torch_version import TorchVersion
 
+from probes.devices import cuda_budget, release
 from probes.energy import EnergyMeter
 from probes.inventory import torch_blas
-from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, Unavailable, no_progress
+from probes.measurement import (
+    Energy,
+    Measurement,
+    ProbeResult,
+    ProgressCallback,
+    Unavailable,
+    error_reason,
+    no_progress,
+)
 from probes.timing import DeviceTimer, Timing, energy_of, synchronize
 
 PROBE = "compute"
@@ -59,6 +75,13 @@ CHECK_TOLERANCE: dict[str, float] = {
     "fp8": 2e-2,
 }
 CHECK_ROWS = 16
+#: The float64 reference is computed a slice of B's columns at a time, at most this many bytes of
+#: float64 B each, instead of a float64 copy of all of B (2 GiB at 16384 x 16384).
+CHECK_CHUNK_BYTES = 64 * 1024**2
+
+#: Longest one matmul call may run on Windows: the display driver resets a GPU whose kernel runs
+#: past ~2 s (TDR, Microsoft's default TdrDelay), which ends the run with a sticky CUDA error.
+WINDOWS_MAX_CALL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,14 +94,43 @@ class MatmulPlan:
     block_s: float
     sustained_s: float
     sustain_all_dtypes: bool
+    #: The headline dtype's sustained window (None: the same as the others').
+    headline_sustained_s: float | None = None
+    #: Most seconds one call may take; larger shapes are skipped (None: no cap).
+    max_call_s: float | None = None
+    warmup_s: float = 0.2
 
     @staticmethod
-    def for_device(kind: str, quick: bool) -> MatmulPlan:
+    def for_device(kind: str, quick: bool, platform: str = sys.platform) -> MatmulPlan:
         if kind == "cpu":
             sizes = [256, 512, 1024, 2048, 3072] if quick else [256, 512, 1024, 1536, 2048, 3072, 4096, 6144]
             return MatmulPlan(sizes, 6.0 if quick else 30.0, 7 if quick else 15, 0.05, 10.0, not quick)
         sizes = [1024, 2048, 4096, 8192] if quick else [1024, 2048, 3072, 4096, 6144, 8192, 10240, 12288, 16384]
-        return MatmulPlan(sizes, 4.0 if quick else 20.0, 10 if quick else 30, 0.05, 10.0, not quick)
+        return MatmulPlan(
+            sizes,
+            4.0 if quick else 20.0,
+            10 if quick else 30,
+            0.05,
+            10.0,
+            not quick,
+            headline_sustained_s=10.0 if quick else 60.0,
+            max_call_s=WINDOWS_MAX_CALL_S if platform == "win32" else None,
+        )
+
+    def window_s(self, headline: bool) -> float:
+        return self.headline_sustained_s if headline and self.headline_sustained_s else self.sustained_s
+
+    def shape_s(self, call_s: float) -> float:
+        """Seconds `DeviceTimer.measure` spends on a shape whose call takes `call_s`: warm-up and blocks."""
+        return max(self.warmup_s, 2 * call_s) + self.blocks * max(self.block_s, call_s)
+
+
+def sustained_regime(window_s: float) -> str:
+    """What a sustained window of `window_s` shows, said with the figure."""
+    return (
+        f"{window_s:.0f} s back to back: past the boost clock, at the power limit; "
+        "not thermal steady state (an air-cooled card keeps warming for minutes)"
+    )
 
 
 def supported_dtypes(device: torch.device, kind: str) -> tuple[list[str], list[Unavailable]]:
@@ -92,13 +144,43 @@ def supported_dtypes(device: torch.device, kind: str) -> tuple[list[str], list[U
         if major < 8:
             reasons["tf32"] = f"TF32 needs compute capability 8.0+, this GPU is {major}.{minor}"
             reasons["bf16"] = f"bf16 tensor cores need compute capability 8.0+, this GPU is {major}.{minor}"
-        if (major, minor) < (8, 9) or not hasattr(torch, "_scaled_mm"):
-            reasons["fp8"] = f"FP8 matmul needs compute capability 8.9+ and torch._scaled_mm, this GPU is {major}.{minor}"
+        if (major, minor) < (8, 9):
+            reasons["fp8"] = f"FP8 matmul needs compute capability 8.9+, this GPU is {major}.{minor}"
+        else:
+            problem = fp8_problem(torch.__version__, lambda: _fp8_trial(device))
+            if problem:
+                reasons["fp8"] = problem
     elif not torch.cuda.is_bf16_supported():
         reasons["bf16"] = "torch reports no bf16 support on this GPU"
     keep = [d for d in wanted if d not in reasons]
     skipped = [Unavailable(probe=PROBE, metric="matmul_flops", device=str(device), dtype=d, reason=r) for d, r in reasons.items()]
     return keep, skipped
+
+
+def fp8_problem(torch_version: str, trial: Callable[[], object]) -> str | None:
+    """Why this torch can't time FP8 matmuls here, or None: a version gate, then a one-off 16x16 product.
+
+    torch 2.3 and 2.4 have `torch._scaled_mm` but it returns `(out, amax)` there (mamf-finder:
+    "float8 dtypes require torch>=2.5"); the trial catches whatever else a build or driver lacks.
+    """
+    if not hasattr(torch, "_scaled_mm"):
+        return f"FP8 matmul needs torch._scaled_mm, which torch {torch_version} lacks"
+    if TorchVersion(torch_version) < "2.5":
+        return f"FP8 matmul needs torch >= 2.5 (torch {torch_version}'s _scaled_mm returns (out, amax))"
+    try:
+        out = trial()
+    except Exception as exc:  # any failure of the trial means no FP8 figure, never a lost run
+        return f"FP8 trial product failed: {error_reason(exc)}"
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (16, 16):
+        return f"FP8 trial product returned {type(out).__name__}, not a 16x16 tensor"
+    return None
+
+
+def _fp8_trial(device: torch.device) -> object:
+    a = torch.randn(16, 16, device=device).to(torch.float8_e4m3fn)
+    b = torch.randn(16, 16, device=device).to(torch.float8_e4m3fn).t()
+    one = torch.ones((), device=device)
+    return torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
 
 
 @contextmanager
@@ -112,11 +194,17 @@ def float32_precision(dtype: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
+def check_device(device: torch.device) -> torch.device:
+    """Where the float64 reference product is computed: the device itself, or the CPU for MPS (no float64)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 @dataclass
 class Operands:
     """Several (a, b, out) sets, rotated between calls so repeats don't run from cache.
 
-    `backend` "numpy" runs numpy's matmul on the same CPU memory (zero-copy views).
+    `backend` "numpy" runs numpy's matmul on the same CPU memory (zero-copy views). FP8 products
+    are scaled by `scale` (1.0), made once here rather than inside every timed call.
     """
 
     a: list[torch.Tensor]
@@ -125,6 +213,7 @@ class Operands:
     dtype: str
     turn: int = 0
     backend: str = "torch"
+    scale: torch.Tensor | None = None
 
     @staticmethod
     def random(m: int, n: int, k: int, dtype: str, device: torch.device, sets: int) -> Operands:
@@ -140,7 +229,8 @@ class Operands:
                 a.append(torch.randn(m, k, device=device, dtype=t))
                 b.append(torch.randn(k, n, device=device, dtype=t))
                 out.append(torch.empty(m, n, device=device, dtype=t))
-        return Operands(a, b, out, dtype)
+        scale = torch.ones((), device=device) if dtype == "fp8" else None
+        return Operands(a, b, out, dtype, scale=scale)
 
     def step(self) -> None:
         i = self.turn % len(self.a)
@@ -148,18 +238,27 @@ class Operands:
         if self.backend == "numpy":
             np.matmul(self.a[i].numpy(), self.b[i].numpy(), out=self.out[i].numpy())
         elif self.dtype == "fp8":
-            one = torch.ones((), device=self.a[i].device)
-            self.out[i] = torch._scaled_mm(self.a[i], self.b[i], scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+            torch._scaled_mm(
+                self.a[i], self.b[i], scale_a=self.scale, scale_b=self.scale, out_dtype=torch.bfloat16, out=self.out[i]
+            )
         else:
             torch.matmul(self.a[i], self.b[i], out=self.out[i])
 
     def relative_error(self) -> float:
-        """Compare the last product with float64 on the first rows (the operands as stored)."""
+        """The last product against float64 on its first rows (the operands as stored), in column chunks."""
         i = (self.turn - 1) % len(self.a)
+        where = check_device(self.a[i].device)
         rows = min(CHECK_ROWS, self.a[i].shape[0])
-        got = self.out[i][:rows].double()
-        want = self.a[i][:rows].double() @ self.b[i].double()
-        return float(torch.linalg.norm(got - want) / torch.linalg.norm(want))
+        a = self.a[i][:rows].to(where, torch.float64)
+        k, n = self.b[i].shape
+        cols = max(1, CHECK_CHUNK_BYTES // (8 * k))
+        error = norm = 0.0
+        for j in range(0, n, cols):
+            want = a @ self.b[i][:, j : j + cols].to(where, torch.float64)
+            got = self.out[i][:rows, j : j + cols].to(where, torch.float64)
+            error += float((got - want).square().sum())
+            norm += float(want.square().sum())
+        return math.sqrt(error / norm) if norm else math.inf
 
 
 def backends(dev: torch.device, dtype: str) -> list[str]:
@@ -176,17 +275,31 @@ def backend_library(backend: str) -> str:
     return f"torch {torch.__version__} ({torch_blas() or 'BLAS unknown'})"
 
 
+def _set_bytes(m: int, n: int, k: int, dtype: str) -> int:
+    """Bytes of one (a, b, out) set; FP8 products are written as bf16."""
+    item = TORCH_DTYPES[dtype].itemsize
+    out_item = torch.bfloat16.itemsize if dtype == "fp8" else item
+    return item * (m * k + k * n) + out_item * m * n
+
+
 def _operand_sets(m: int, n: int, k: int, dtype: str, llc_bytes: int | None) -> int:
     """Enough sets that a full rotation spans 4x the last-level cache (2 to 8 sets)."""
-    size = TORCH_DTYPES[dtype].itemsize * (m * k + k * n + m * n)
-    return max(2, min(8, math.ceil(4 * (llc_bytes or 0) / size)))
+    return max(2, min(8, math.ceil(4 * (llc_bytes or 0) / _set_bytes(m, n, k, dtype))))
 
 
-def _fits(m: int, n: int, k: int, dtype: str, sets: int, device: torch.device) -> bool:
-    need = TORCH_DTYPES[dtype].itemsize * (m * k + k * n + m * n) * sets
+def operand_bytes(m: int, n: int, k: int, dtype: str, sets: int) -> int:
+    """Device bytes one shape needs at its peak: the sets, the fp32 tensor FP8 operands are made
+    from (one at a time), and the float64 reference check (A's rows, a chunk of B, and slack for
+    the chunk's product and difference)."""
+    staging = 4 * max(m, n) * k if dtype == "fp8" else 0
+    check = 8 * CHECK_ROWS * k + 2 * CHECK_CHUNK_BYTES
+    return sets * _set_bytes(m, n, k, dtype) + staging + check
+
+
+def _fits(need: int, device: torch.device) -> bool:
+    """Half the usable memory on a GPU (cuBLAS workspaces, fragmentation), a quarter of the host's."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return need < free * 0.5
+        return need < cuda_budget(device) * 0.5
     return need < psutil.virtual_memory().available * 0.25
 
 
@@ -203,8 +316,10 @@ def measure_matmul(
 ) -> ProbeResult:
     """Burst and sustained matmul FLOP/s for each supported dtype of one device.
 
-    With a `meter`, each figure carries the energy of its work: the burst shape re-run in a
-    window long enough for the sensor, the sustained regime over its own window.
+    `llc_bytes` is the cache the operand rotation must outrun: the host's last-level cache on a
+    CPU, the GPU's L2 on a GPU. With a `meter`, each figure carries the energy of its work: the
+    burst shape re-run in a window long enough for the sensor, the sustained regime over its own
+    window. An error in one dtype becomes its unavailable entry; KeyboardInterrupt still stops all.
     """
     dev = torch.device(device)
     plan = plan or MatmulPlan.for_device(kind, quick)
@@ -212,58 +327,76 @@ def measure_matmul(
     available, skipped = supported_dtypes(dev, kind)
     result.unavailable += skipped
     todo = [d for d in (dtypes or available) if d in available]
-    threads = torch.get_num_threads() if kind == "cpu" else None
     timer = DeviceTimer(dev)
     for index, dtype in enumerate(todo):
         progress(f"matmul {dtype} on {device}: sweeping shapes", index / len(todo))
-        with float32_precision(dtype):
-            best, sweep, failures = _sweep(timer, dev, dtype, plan, llc_bytes)
-            result.unavailable += [
-                Unavailable(probe=PROBE, metric="matmul_flops", device=device, dtype=dtype, reason=r) for r in failures
-            ]
-            if best is None:
-                continue
-            shape, timing, operands, error = best
-            common = {
-                "m": shape[0],
-                "n": shape[1],
-                "k": shape[2],
-                "threads": threads,
-                "operand_sets": len(operands.a),
-                "backend": operands.backend,
-                "backend_library": backend_library(operands.backend),
-                "check_relative_error": error,
-                "check_tolerance": CHECK_TOLERANCE[dtype],
-            }
-            flop = 2.0 * shape[0] * shape[1] * shape[2]
-            burst_energy = energy_of(meter, operands.step, dev)
-            result.measurements.append(
-                _matmul_measurement(device, dtype, "burst", flop, timing, {**common, "sweep": sweep}, burst_energy)
+        try:
+            with float32_precision(dtype):
+                found = _measure_dtype(timer, dev, kind, dtype, plan, llc_bytes, meter)
+            result.extend(found)
+        except Exception as exc:  # out of memory, a cuBLAS error, a kernel the build lacks: this dtype only
+            result.unavailable.append(
+                Unavailable(probe=PROBE, metric="matmul_flops", device=device, dtype=dtype, reason=error_reason(exc))
             )
-            if plan.sustain_all_dtypes or dtype == HEADLINE_DTYPE.get(kind):
-                progress(f"matmul {dtype} on {device}: sustained {plan.sustained_s:.0f} s", (index + 0.5) / len(todo))
-                sustained, sustained_energy = _sustained(timer, operands, plan, meter)
-                error = operands.relative_error()
-                if error > CHECK_TOLERANCE[dtype]:
-                    result.unavailable.append(_check_failed(device, dtype, shape, error))
-                else:
-                    params = {**common, "window_s": sustained.elapsed_s, "check_relative_error": error}
-                    result.measurements.append(
-                        _matmul_measurement(device, dtype, "sustained", flop, sustained, params, sustained_energy)
-                    )
-            del operands
+        finally:
+            release(dev)  # this dtype's operands are gone; hand their memory back before the next
     progress(f"matmul on {device}: done", 1.0)
     return result
 
 
-def _sustained(
-    timer: DeviceTimer, operands: Operands, plan: MatmulPlan, meter: EnergyMeter | None
-) -> tuple[Timing, Energy | None]:
+def _measure_dtype(
+    timer: DeviceTimer,
+    dev: torch.device,
+    kind: str,
+    dtype: str,
+    plan: MatmulPlan,
+    llc_bytes: int | None,
+    meter: EnergyMeter | None,
+) -> ProbeResult:
+    """Burst (the sweep's best shape) and, where planned, sustained figures of one dtype."""
+    device = str(dev)
+    sweep = _sweep(timer, dev, dtype, plan, llc_bytes)
+    result = ProbeResult(
+        unavailable=[Unavailable(probe=PROBE, metric="matmul_flops", device=device, dtype=dtype, reason=r) for r in sweep.failures]
+    )
+    best = sweep.best
+    if best is None:
+        return result
+    m, n, k = best.shape
+    common = {
+        "m": m,
+        "n": n,
+        "k": k,
+        "threads": torch.get_num_threads() if kind == "cpu" else None,
+        "operand_sets": len(best.operands.a),
+        "backend": best.operands.backend,
+        "backend_library": backend_library(best.operands.backend),
+        "check_relative_error": best.error,
+        "check_tolerance": CHECK_TOLERANCE[dtype],
+    }
+    flop = 2.0 * m * n * k
+    burst_energy = energy_of(meter, best.operands.step, dev)
+    burst_params = {**common, "sweep": sweep.rows, "sweep_stopped": sweep.stopped}
+    result.measurements.append(_matmul_measurement(device, dtype, "burst", flop, best.timing, burst_params, burst_energy))
+    headline = dtype == HEADLINE_DTYPE.get(kind)
+    if plan.sustain_all_dtypes or headline:
+        window_s = plan.window_s(headline)
+        sustained, sustained_energy = _sustained(timer, best.operands, window_s, meter)
+        error = best.operands.relative_error()
+        if error > CHECK_TOLERANCE[dtype]:
+            result.unavailable.append(_check_failed(device, dtype, best.shape, error))
+        else:
+            params = {**common, "window_s": sustained.elapsed_s, "regime": sustained_regime(window_s), "check_relative_error": error}
+            result.measurements.append(_matmul_measurement(device, dtype, "sustained", flop, sustained, params, sustained_energy))
+    return result
+
+
+def _sustained(timer: DeviceTimer, operands: Operands, window_s: float, meter: EnergyMeter | None) -> tuple[Timing, Energy | None]:
     """The steady window, timed and metered as one."""
     if meter is None:
-        return timer.measure_window(operands.step, window_s=plan.sustained_s, block_s=0.25), None
+        return timer.measure_window(operands.step, window_s=window_s, block_s=0.25), None
     with meter.window(sync=lambda: synchronize(timer.device)) as window:
-        timing = timer.measure_window(operands.step, window_s=plan.sustained_s, block_s=0.25)
+        timing = timer.measure_window(operands.step, window_s=window_s, block_s=0.25)
     return timing, window.energy
 
 
@@ -293,43 +426,72 @@ def _check_failed(device: str, dtype: str, shape: tuple[int, int, int], error: f
     )
 
 
-def _sweep(
-    timer: DeviceTimer, dev: torch.device, dtype: str, plan: MatmulPlan, llc_bytes: int | None
-) -> tuple[tuple[tuple[int, int, int], Timing, Operands, float] | None, list[dict], list[str]]:
-    """Time growing shapes (and, on a CPU, each BLAS) within the budget; return the best verified one."""
-    best = None
-    best_median = 0.0
-    sweep: list[dict] = []
-    failures: list[str] = []
+@dataclass(frozen=True)
+class _Best:
+    shape: tuple[int, int, int]
+    timing: Timing
+    operands: Operands
+    error: float
+    flops: float
+
+
+@dataclass
+class _SweepResult:
+    best: _Best | None
+    rows: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    #: Why the sweep ended before its largest size, if it did.
+    stopped: str | None = None
+
+
+def _sweep(timer: DeviceTimer, dev: torch.device, dtype: str, plan: MatmulPlan, llc_bytes: int | None) -> _SweepResult:
+    """Time growing shapes (and, on a CPU, each BLAS) within the budget; keep the best verified one.
+
+    A shape is skipped, and the sweep ends, when its predicted time would overrun the budget (the
+    budget counts each shape's wall time: creation, warm-up, blocks and check), when one call
+    would pass `plan.max_call_s`, or when its operands would not fit in memory.
+    """
+    sweep = _SweepResult(best=None)
     spent = 0.0
-    last_call_s = None
-    last_size = None
+    last: tuple[int, float] | None = None  # (size, seconds per call) of the last shape timed
     tried = backends(dev, dtype)
     for size in plan.sizes:
-        shape = (size, size, size)
-        if last_call_s is not None and last_size is not None:
-            predicted = last_call_s * (size / last_size) ** 3 * (plan.blocks + 3) * len(tried)
-            if spent + predicted > plan.sweep_budget_s:
+        if last is not None:
+            call_s = last[1] * (size / last[0]) ** 3
+            if plan.max_call_s is not None and call_s > plan.max_call_s:
+                sweep.stopped = (
+                    f"sizes from {size} skipped: one call would take about {call_s:.2g} s, over the "
+                    f"{plan.max_call_s:g} s a Windows display driver allows before it resets the GPU (TDR)"
+                )
                 break
-        sets = _operand_sets(*shape, dtype, llc_bytes)
-        if not _fits(*shape, dtype, sets, dev):
+            if spent + plan.shape_s(call_s) * len(tried) > plan.sweep_budget_s:
+                sweep.stopped = f"sizes from {size} skipped: they would overrun the {plan.sweep_budget_s:g} s sweep budget"
+                break
+        sets = _operand_sets(size, size, size, dtype, llc_bytes)
+        need = operand_bytes(size, size, size, dtype, sets)
+        if not _fits(need, dev):
+            sweep.stopped = f"sizes from {size} skipped: {need / 1e9:.2f} GB of operands would not fit in memory"
             break
-        created = Operands.random(*shape, dtype, dev, sets)
+        started = timer.clock()
+        created = Operands.random(size, size, size, dtype, dev, sets)
         for backend in tried:
-            operands = Operands(created.a, created.b, created.out, dtype, backend=backend)
-            timing = timer.measure(operands.step, block_s=plan.block_s, blocks=plan.blocks, max_s=plan.sweep_budget_s / 3)
-            spent += timing.elapsed_s
+            operands = replace(created, backend=backend)
+            timing = timer.measure(
+                operands.step, block_s=plan.block_s, blocks=plan.blocks, max_s=plan.sweep_budget_s / 3, warmup_s=plan.warmup_s
+            )
             error = operands.relative_error()
             # The median of the per-block figures, exactly as the measurement will report it.
             flops = statistics.median(2.0 * size**3 / s for s in timing.seconds_per_call)
-            row = {"m": size, "n": size, "k": size, "backend": backend, "median_flops": flops, "check_relative_error": error}
-            sweep.append(row)
+            sweep.rows.append(
+                {"m": size, "n": size, "k": size, "backend": backend, "median_flops": flops, "check_relative_error": error}
+            )
             if error > CHECK_TOLERANCE[dtype]:
-                failures.append(_check_failed(str(dev), dtype, shape, error).reason)
-            elif flops > best_median:
-                best_median = flops
-                best = (shape, timing, operands, error)
-            last_call_s, last_size = 2.0 * size**3 / flops, size
-    if not sweep:
-        failures.append(f"no shape fits the time budget or memory (smallest tried {plan.sizes[0]})")
-    return best, sweep, failures
+                sweep.failures.append(_check_failed(str(dev), dtype, (size, size, size), error).reason)
+            elif sweep.best is None or flops > sweep.best.flops:
+                sweep.best = _Best((size, size, size), timing, operands, error, flops)
+            last = (size, 2.0 * size**3 / flops)
+        del created, operands  # only the best shape's operands outlive its turn
+        spent += timer.clock() - started
+    if not sweep.rows:
+        sweep.failures.append(f"no shape fits the time budget or memory (smallest tried {plan.sizes[0]})")
+    return sweep
