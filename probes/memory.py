@@ -3,20 +3,26 @@
 Bytes are counted as STREAM does: copy moves 2 arrays (one read, one write), triad
 a = b + s*c moves 3 (two reads, one write). Write-allocate traffic is not counted, so the
 figures compare directly with STREAM and likwid-bench's copy and stream kernels. Arrays are at
-least 4x the last-level cache so repeats run from memory, not cache.
+least 4x the last-level cache so repeats run from memory, not cache. They hold float64, except on
+MPS, which has no float64: float32 there, the same bytes (the byte count is what is reported).
+
+An error in one part (copy and triad, or one host-link variant) becomes that part's `unavailable`
+entries with the error; the other parts still run.
 """
 
 from __future__ import annotations
 
 import torch
 
+from probes.devices import release
 from probes.energy import EnergyMeter
-from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, no_progress
+from probes.measurement import Energy, Measurement, ProbeResult, ProgressCallback, Unavailable, error_reason, no_progress
 from probes.timing import DeviceTimer, Timing, energy_of
 
 PROBE = "memory"
 MiB = 1024**2
 TRIAD_SCALAR = 3.0
+HOST_LINK_BYTES = 256 * MiB
 
 
 def array_bytes(kind: str, llc_bytes: int | None, memory_bytes: int | None) -> int:
@@ -26,6 +32,11 @@ def array_bytes(kind: str, llc_bytes: int | None, memory_bytes: int | None) -> i
     if memory_bytes:
         size = min(size, memory_bytes // 16)
     return size // MiB * MiB
+
+
+def array_dtype(device_type: str) -> torch.dtype:
+    """float64 where the device has it; MPS (Metal) has none, and float32 arrays move the same bytes."""
+    return torch.float32 if device_type == "mps" else torch.float64
 
 
 def measure_memory(
@@ -44,39 +55,52 @@ def measure_memory(
     """
     dev = torch.device(device)
     timer = DeviceTimer(dev)
-    nbytes = array_bytes(kind, llc_bytes, memory_bytes)
-    elements = nbytes // 8
+    dtype = array_dtype(dev.type)
+    elements = array_bytes(kind, llc_bytes, memory_bytes) // dtype.itemsize
     blocks = 10 if quick else 30
     threads = torch.get_num_threads() if kind == "cpu" else None
-    params = {"bytes_per_array": elements * 8, "dtype": "fp64", "threads": threads}
+    params = {"bytes_per_array": elements * dtype.itemsize, "dtype": _DTYPE_NAMES[dtype], "threads": threads}
 
     result = ProbeResult()
-    result.measurements.extend(_copy_and_triad(device, dev, timer, elements, blocks, params, meter, progress))
+    try:
+        result.measurements.extend(_copy_and_triad(device, dev, timer, dtype, elements, blocks, params, meter, progress))
+    except Exception as exc:  # out of memory, a driver error: the host link may still work
+        result.unavailable += [
+            Unavailable(probe=PROBE, metric=metric, device=device, reason=error_reason(exc))
+            for metric in ("mem_copy_bandwidth", "mem_triad_bandwidth")
+        ]
+    finally:
+        release(dev)
     if kind in ("cuda", "rocm"):
         progress(f"memory on {device}: host<->device", 0.7)
         result.extend(_host_link(dev, timer, quick))
+        release(dev)
     progress(f"memory on {device}: done", 1.0)
     return result
+
+
+_DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32"}
 
 
 def _copy_and_triad(
     device: str,
     dev: torch.device,
     timer: DeviceTimer,
+    dtype: torch.dtype,
     elements: int,
     blocks: int,
     params: dict,
     meter: EnergyMeter | None,
     progress: ProgressCallback,
 ) -> list[Measurement]:
-    """Copy (one read, one write) and triad (two reads, one write) over three arrays of `elements` fp64.
+    """Copy (one read, one write) and triad (two reads, one write) over three arrays of `elements`.
 
     The arrays live only in this call, so a GPU has its memory back for the host-link test.
     """
     progress(f"memory on {device}: copy", 0.0)
-    a = torch.rand(elements, dtype=torch.float64, device=dev)
-    b = torch.rand(elements, dtype=torch.float64, device=dev)
-    c = torch.rand(elements, dtype=torch.float64, device=dev)
+    a = torch.rand(elements, dtype=dtype, device=dev)
+    b = torch.rand(elements, dtype=dtype, device=dev)
+    c = torch.rand(elements, dtype=dtype, device=dev)
     copy = timer.measure(lambda: b.copy_(a), block_s=0.02, blocks=blocks, max_s=5.0)
     copy_energy = energy_of(meter, lambda: b.copy_(a), dev)
 
@@ -85,19 +109,28 @@ def _copy_and_triad(
     triad_energy = energy_of(meter, lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), dev)
     if not torch.allclose(a[:1024], b[:1024] + TRIAD_SCALAR * c[:1024]):
         raise AssertionError("triad produced a wrong result")  # a torch bug, not a user error
+    nbytes = elements * dtype.itemsize
     return [
-        _bandwidth("mem_copy_bandwidth", device, None, 2 * elements * 8, copy, params, copy_energy),
-        _bandwidth("mem_triad_bandwidth", device, None, 3 * elements * 8, triad, params, triad_energy),
+        _bandwidth("mem_copy_bandwidth", device, None, 2 * nbytes, copy, params, copy_energy),
+        _bandwidth("mem_triad_bandwidth", device, None, 3 * nbytes, triad, params, triad_energy),
     ]
 
 
 def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResult:
-    """Host->device and device->host over PCIe/NVLink-C2C, from pinned and pageable host memory."""
-    nbytes = 256 * MiB
-    on_device = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    """Host->device and device->host over PCIe/NVLink-C2C, from pinned and pageable host memory.
+
+    Each variant on its own: pinning can fail (no page-locked memory left) while pageable copies work.
+    """
     result = ProbeResult()
     for pinned in (True, False):
-        result.measurements.extend(_host_copies(str(dev), on_device, timer, pinned, blocks=10 if quick else 20))
+        try:
+            on_device = torch.empty(HOST_LINK_BYTES, dtype=torch.uint8, device=dev)
+            result.measurements.extend(_host_copies(str(dev), on_device, timer, pinned, blocks=10 if quick else 20))
+        except Exception as exc:
+            result.unavailable += [
+                Unavailable(probe=PROBE, metric=metric, device=str(dev), reason=f"{'pinned' if pinned else 'pageable'}: {error_reason(exc)}")
+                for metric in ("h2d_bandwidth", "d2h_bandwidth")
+            ]
     return result
 
 
