@@ -26,7 +26,6 @@ Sources of the formulas (each restated in the function that uses it):
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probes.devices import cuda_budget, release, spilled_to_host
 from probes.energy import EnergyMeter
 from probes.measurement import Energy, Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
 from probes.timing import DeviceTimer, Timing, energy_of, synchronize
@@ -397,11 +397,12 @@ def measure_training(
     cfg = config or default_config(kind)
     try:
         progress(f"training on {device}: {cfg.describe()}", 0.0)
+        release(dev)  # what earlier probes left in torch's cache would shrink the budget
         run, budget = _throughput(cfg, dev, kind, dtype, quick, meter, progress)
         progress(f"training on {device}: largest trainable model", 0.8)
         largest = _largest_trainable(dev, dtype)
     finally:
-        _release(dev)
+        release(dev)
     result = ProbeResult()
     for m in _throughput_measurements(run, budget, cfg, device, dtype, peak_flops, measured_matmul_flops):
         if m.metric == "train_mfu" and m.value > 1.0:
@@ -471,29 +472,45 @@ class _Budget:
 
 def _budget(dev: torch.device) -> _Budget:
     if dev.type == "cuda":
-        free = torch.cuda.mem_get_info(dev)[0]
-        return _Budget(free, free, "torch.cuda.mem_get_info free bytes")
+        usable = cuda_budget(dev)
+        return _Budget(usable, usable, "torch.cuda.mem_get_info free bytes + torch's cached, unused bytes")
     available = psutil.virtual_memory().available
     usable = int(available * CPU_USABLE_FRACTION)
     return _Budget(usable, available, f"{CPU_USABLE_FRACTION:.0%} of psutil available memory")
 
 
-def _release(dev: torch.device) -> None:
-    """Hand freed device memory back, so nothing stays held after a probe or a failed try."""
-    gc.collect()
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-    elif dev.type == "mps":
-        torch.mps.empty_cache()
-
-
-_OOM_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "can't allocate memory")
+#: How running out of memory reads when it is not torch.cuda.OutOfMemoryError: MPS and the CPU
+#: allocator; cuBLAS and cuDNN when a handle or workspace cannot be allocated (a nearly full card
+#: fails the backward thread's first cublasCreate with NOT_INITIALIZED).
+_OOM_MESSAGES = (
+    "out of memory",
+    "cublas_status_alloc_failed",
+    "cublas_status_not_initialized",
+    "cudnn_status_alloc_failed",
+    "can't allocate memory",
+)
 
 
 def _is_oom(exc: BaseException) -> bool:
-    """CUDA's typed error, or the RuntimeError MPS, cuBLAS or the CPU allocator raise instead."""
+    """CUDA's typed error, or the RuntimeError MPS, cuBLAS, cuDNN or the CPU allocator raise instead."""
     text = str(exc).lower()
     return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in text for m in _OOM_MESSAGES)
+
+
+@dataclass(frozen=True)
+class _CudaStart:
+    """What the card gave this process when a try began, to tell a spill to system RAM afterwards."""
+
+    reserved: int
+    free: int
+
+    @staticmethod
+    def now(dev: torch.device) -> _CudaStart:
+        torch.cuda.reset_peak_memory_stats(dev)
+        return _CudaStart(torch.cuda.memory_reserved(dev), torch.cuda.mem_get_info(dev)[0])
+
+    def spilled(self, dev: torch.device) -> bool:
+        return spilled_to_host(torch.cuda.max_memory_reserved(dev), self.reserved, self.free)
 
 
 @dataclass(frozen=True)
@@ -534,10 +551,10 @@ def _throughput(
         run = _try_throughput(cfg, dev, kind, dtype, quick, meter, progress)
         if run is not None:
             return run, budget
-        _release(dev)
+        release(dev)
         if cfg.batch_size == 1:
             raise ProbeError(
-                f"training: {cfg.describe()} ran out of memory at batch 1: the memory model says it needs "
+                f"training: {cfg.describe()} ran out of memory (or spilled into system RAM) at batch 1: the memory model says it needs "
                 f"{needed / 1e9:.2f} GB, {dev} had {budget.usable / 1e9:.2f} GB ({budget.source})"
             )
         cfg = replace(cfg, batch_size=cfg.batch_size // 2)
@@ -546,9 +563,10 @@ def _throughput(
 def _try_throughput(
     cfg: GPTConfig, dev: torch.device, kind: str, dtype: str, quick: bool, meter: EnergyMeter | None, progress: ProgressCallback
 ) -> _Run | None:
-    """One timed run; None when the device ran out of memory (everything it held is dropped)."""
+    """One timed run; None when the device ran out of memory, or spilled into system RAM (Windows)."""
     warmup_s, block_s, blocks, max_s = _plan(kind, quick)
     try:
+        card = _CudaStart.now(dev) if dev.type == "cuda" else None
         trainer = Trainer(cfg, dev, dtype)
         done, fraction, start = 0, 0.0, time.perf_counter()
 
@@ -563,11 +581,11 @@ def _try_throughput(
             fraction = max(fraction, min(0.7, 0.7 * (now - start) / expected))
             progress(f"training on {dev}: step {done}", fraction)
 
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
         timing = DeviceTimer(dev).measure(step, block_s=block_s, blocks=blocks, max_s=max_s, warmup_s=warmup_s, min_blocks=3)
         synchronize(dev)
-        if dev.type == "cuda":
+        if card is not None:
+            if card.spilled(dev):
+                return None  # paged over PCIe: the figure would be the bus's, not the card's
             peak, method = torch.cuda.max_memory_allocated(dev), "torch.cuda.max_memory_allocated"
         elif dev.type == "cpu":
             progress(f"training on {dev}: peak memory of one step", 0.75)
@@ -638,6 +656,7 @@ def _largest_trainable(dev: torch.device, dtype: str) -> Measurement | Unavailab
     On the CPU running out of memory kills the process instead of raising, and MPS swaps
     before it fails, so only CUDA/ROCm can be probed by trying.
     """
+    release(dev)  # the throughput run's model is freed but still cached by torch
     budget = _budget(dev)
     predicted = _largest_predicted(dtype, budget.usable)
     if dev.type != "cuda":
@@ -649,7 +668,7 @@ def _largest_trainable(dev: torch.device, dtype: str) -> Measurement | Unavailab
 
     def fits(n_layer: int) -> bool:
         tries[n_layer] = _one_step_peak(max_params_config(n_layer), dev, dtype)
-        _release(dev)
+        release(dev)
         return tries[n_layer] is not None
 
     n = largest_fitting(predicted, fits)
@@ -692,13 +711,19 @@ def _largest_predicted(dtype: str, usable: int) -> int:
 
 
 def _one_step_peak(cfg: GPTConfig, dev: torch.device, dtype: str) -> int | None:
-    """Peak bytes of two real steps (the first allocates gradients and AdamW states); None on OOM."""
-    torch.cuda.reset_peak_memory_stats(dev)
+    """Peak bytes of two real steps (the first allocates gradients and AdamW states).
+
+    None when they ran out of memory, or when they only ran by spilling into system RAM (Windows'
+    sysmem fallback): that model does not fit the card.
+    """
+    card = _CudaStart.now(dev)
     try:
         trainer = Trainer(cfg, dev, dtype)
         trainer()
         trainer()
         synchronize(dev)
+        if card.spilled(dev):
+            return None
         return torch.cuda.max_memory_allocated(dev)
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
         if not _is_oom(exc):
