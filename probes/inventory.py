@@ -3,6 +3,10 @@
 Everything here is read, never measured. NVML adds what torch does not know about NVIDIA cards
 (PCIe link, power limit, driver); where NVML is missing the fields stay empty.
 
+A GPU this torch build has no kernels for (an RTX 50-series card under a CUDA 12.6 build) is
+listed as unavailable, with the install line that fixes it, before any probe runs: its first
+kernel would fail with "no kernel image is available for execution on the device".
+
 torch is imported inside the functions that ask it something: the run document's models (Host,
 Device) live here, and the results server, which reads and writes documents, never needs torch
 (importing it took 2 of a server worker's 3.7 s start here).
@@ -27,6 +31,19 @@ DeviceKind = Literal["cpu", "cuda", "rocm", "mps"]
 
 #: DMI vendor/product strings that mean a virtual machine.
 _VM_MARKERS = ("kvm", "qemu", "vmware", "virtualbox", "xen", "hyper-v", "bochs", "amazon ec2", "google compute")
+CPU0_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+DMI = Path("/sys/class/dmi/id")
+
+
+def wheel_index(major: int, minor: int) -> str:
+    """The CUDA wheel index with kernels for a GPU of compute capability major.minor.
+
+    torch 2.13's CUDA 13 builds cover sm_75 (Turing, RTX 20) to sm_120 (Blackwell, RTX 50); CUDA 13
+    dropped the older GPUs, which the CUDA 12.6 builds still cover (sm_50 to sm_90). Source: torch
+    2.13's own table of its release builds, PYTORCH_RELEASES_CODE_CC in torch/cuda/__init__.py.
+    """
+    tag = "cu126" if (major, minor) < (7, 5) else "cu130"
+    return f"https://download.pytorch.org/whl/{tag}"
 
 
 class Host(BaseModel):
@@ -107,13 +124,13 @@ def describe_host(cpu: dict[str, Any]) -> Host:
     )
 
 
-def last_level_cache_bytes(cpu: dict[str, Any] | None = None) -> int | None:
+def last_level_cache_bytes(cpu: dict[str, Any] | None = None, sysfs: Path = CPU0_CACHE) -> int | None:
     """The largest cache of the CPU, total across cores sharing it.
 
     Linux sysfs is read first: py-cpuinfo reports the per-core L2 as "l3" on some VMs.
     """
     sizes = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+    for index in sysfs.glob("index*"):
         try:
             text = (index / "size").read_text().strip()
         except OSError:
@@ -129,11 +146,11 @@ def last_level_cache_bytes(cpu: dict[str, Any] | None = None) -> int | None:
     return None
 
 
-def _virtualization(flags: list[str]) -> tuple[bool | None, str]:
-    """Whether we run in a VM: the CPUID hypervisor bit, else DMI strings on Linux."""
+def _virtualization(flags: list[str], dmi: Path = DMI) -> tuple[bool | None, str]:
+    """Whether we run in a VM: DMI strings on Linux, else the CPUID hypervisor bit."""
     for name in ("sys_vendor", "product_name"):
         try:
-            text = Path("/sys/class/dmi/id", name).read_text().strip()
+            text = (dmi / name).read_text().strip()
         except OSError:
             continue
         if any(marker in text.lower() for marker in _VM_MARKERS):
@@ -145,11 +162,12 @@ def _virtualization(flags: list[str]) -> tuple[bool | None, str]:
     return None, "unknown (no CPU flags)"
 
 
-def torch_blas() -> str:
+def torch_blas(config: str | None = None) -> str:
     """The BLAS torch was built with (mkl, openblas, accelerate...), from its build config."""
-    import torch
+    if config is None:
+        import torch
 
-    config = torch.__config__.show()
+        config = torch.__config__.show()
     for part in config.replace("\n", ",").split(","):
         if "BLAS_INFO=" in part:
             return part.split("=", 1)[1].strip()
@@ -188,7 +206,13 @@ def list_devices(cpu: dict[str, Any]) -> tuple[list[Device], list[Unavailable]]:
     devices = [cpu_device(cpu)]
     unavailable: list[Unavailable] = []
     if torch.cuda.is_available():
-        devices += [cuda_device(i) for i in range(torch.cuda.device_count())]
+        for index in range(torch.cuda.device_count()):
+            gpu = cuda_device(index)
+            missing = None if gpu.kind == "rocm" else missing_kernels(gpu, torch.cuda.get_arch_list(), torch.__version__)
+            if missing:
+                unavailable.append(Unavailable(probe="inventory", device=gpu.id, reason=missing))
+            else:
+                devices.append(gpu)
     else:
         unavailable.append(Unavailable(probe="inventory", device="cuda", reason=_no_cuda_reason()))
     if torch.backends.mps.is_available():
@@ -204,6 +228,44 @@ def _no_cuda_reason() -> str:
     if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
         return f"torch {torch.__version__} is a CPU-only build (install a CUDA or ROCm build to probe a GPU)"
     return "torch has GPU support but finds no GPU (driver missing, or CUDA_VISIBLE_DEVICES hides them)"
+
+
+def kernel_runs_on(arch: str, major: int, minor: int) -> bool:
+    """Whether code built for `arch` (torch.cuda.get_arch_list's "sm_86", "sm_90a", "compute_90")
+    runs on a GPU of compute capability major.minor.
+
+    CUDA's rules: a cubin runs on its own major version at the same or a later minor (sm_80 code on
+    an 8.6 card); one built for an "a" target only on exactly that capability; PTX ("compute_")
+    is compiled by the driver for any later capability.
+    """
+    kind, _, version = arch.partition("_")
+    exact = version.endswith("a")
+    digits = version.rstrip("af")
+    if not digits.isdigit():
+        return False
+    code = (int(digits) // 10, int(digits) % 10)
+    if kind == "compute":
+        return (major, minor) >= code
+    if exact:
+        return (major, minor) == code
+    return major == code[0] and minor >= code[1]
+
+
+def missing_kernels(gpu: Device, arch_list: list[str], torch_version: str) -> str | None:
+    """Why this torch build cannot run kernels on `gpu`, with the fix; None when it can.
+
+    An empty list (a build that does not say) is given the benefit of the doubt.
+    """
+    if not arch_list or not gpu.compute_capability:
+        return None
+    major, minor = (int(x) for x in gpu.compute_capability.split("."))
+    if any(kernel_runs_on(arch, major, minor) for arch in arch_list):
+        return None
+    return (
+        f"torch {torch_version} has no kernels for {gpu.name} (sm_{major}{minor}; it was built for "
+        f"{' '.join(arch_list)}): install a build that has them, "
+        f"pip install torch --index-url {wheel_index(major, minor)}"
+    )
 
 
 def cpu_device(cpu: dict[str, Any]) -> Device:
@@ -239,9 +301,14 @@ def cuda_device(index: int) -> Device:
     return _with_nvml_facts(device, props) if kind == "cuda" else device
 
 
-def _with_nvml_facts(device: Device, props: Any) -> Device:
-    """PCIe link and power limit, which only NVML knows."""
-    nvml = _nvml()
+def _with_nvml_facts(device: Device, props: Any, nvml: Any = None) -> Device:
+    """PCIe link and power limit, which only NVML knows (`nvml`: pynvml, or a stand-in in tests).
+
+    The PCIe fields are the link's maximum generation and width for this card in this slot: an
+    idle GeForce card drops its link to Gen1 to save power, so the current link, read at
+    inventory time, says 1 on a Gen4 card (kept in `extra` as pcie_current_*).
+    """
+    nvml = nvml or _nvml()
     if nvml is None:
         return device
     try:
@@ -253,29 +320,22 @@ def _with_nvml_facts(device: Device, props: Any) -> Device:
         )
     except nvml.NVMLError:
         return device
-    facts: dict[str, Any] = {}
-    for field, call, scale in (
-        ("pcie_generation", "nvmlDeviceGetCurrPcieLinkGeneration", 1),
-        ("pcie_width", "nvmlDeviceGetCurrPcieLinkWidth", 1),
-        ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", 1e-3),  # NVML gives mW
-    ):
-        try:
-            facts[field] = getattr(nvml, call)(handle) * scale
-        except (nvml.NVMLError, AttributeError):
-            continue
-    extra = dict(device.extra)
+    read: dict[str, Any] = {}
     for name, call in (
-        ("pcie_max_generation", "nvmlDeviceGetMaxPcieLinkGeneration"),
-        ("pcie_max_width", "nvmlDeviceGetMaxPcieLinkWidth"),
+        ("pcie_generation", "nvmlDeviceGetMaxPcieLinkGeneration"),  # what this card and slot allow
+        ("pcie_width", "nvmlDeviceGetMaxPcieLinkWidth"),
+        ("pcie_current_generation", "nvmlDeviceGetCurrPcieLinkGeneration"),
+        ("pcie_current_width", "nvmlDeviceGetCurrPcieLinkWidth"),
+        ("power_limit_mw", "nvmlDeviceGetEnforcedPowerLimit"),
     ):
         try:
-            extra[name] = getattr(nvml, call)(handle)
+            read[name] = int(getattr(nvml, call)(handle))
         except (nvml.NVMLError, AttributeError):
             continue
-    if "pcie_generation" in facts:
-        facts["pcie_generation"] = int(facts["pcie_generation"])
-    if "pcie_width" in facts:
-        facts["pcie_width"] = int(facts["pcie_width"])
+    facts: dict[str, Any] = {k: read[k] for k in ("pcie_generation", "pcie_width") if k in read}
+    if "power_limit_mw" in read:
+        facts["power_limit_w"] = read["power_limit_mw"] / 1000  # NVML gives mW
+    extra = {**device.extra, **{k: read[k] for k in ("pcie_current_generation", "pcie_current_width") if k in read}}
     return device.model_copy(update={**facts, "extra": extra})
 
 
