@@ -13,6 +13,17 @@ so busbw is comparable with the link's own bandwidth whatever the number of rank
 Sizes grow until one all-reduce takes longer than `op_limit_s`: on a 25 Mbit/s home uplink a
 single 256 MiB all-reduce takes about 90 s, and the sizes skipped are reported as unavailable
 with that reason rather than left to run for an hour.
+
+Before the sweep, one untimed all-reduce: NCCL creates its communicator lazily, at the first
+collective (bootstrap, topology search, across machines socket setup: often 1-5 s), which the
+sweep would otherwise take for a slow link. Under torchrun each rank uses cuda:$LOCAL_RANK, so the
+ranks of one machine never share a GPU (NCCL refuses that). A torch without NCCL (every Windows
+build) all-reduces CPU tensors over gloo instead, and the figures say so in `backend_note`.
+
+Each operation is timed on the host around `synchronize()`, as a user of a training loop sees it:
+latency therefore includes the synchronisation (about 10-30 us on a GPU), which nccl-tests'
+device-event timing of many back-to-back operations leaves out. Fine for home links measured in
+milliseconds; on NVLink it overstates small-message latency (`timer` in the figures' params).
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ DEFAULT_SIZES: tuple[int, ...] = tuple(2**k for k in range(10, 29))
 QUICK_SIZES: tuple[int, ...] = tuple(4**k * KiB for k in range(8))
 _ELEMENT = 4  # float32
 _STORE_PREFIX = "flopwatt/collective"
+TIMER = "host clock around synchronize(), slowest rank"
 
 
 def busbw_factor(world: int) -> float:
@@ -177,6 +189,10 @@ class _Sweep:
         self.group.allreduce([cell], options).wait()
         return float(cell.item())
 
+    def warm_up(self) -> None:
+        """One untimed all-reduce and time exchange: NCCL's communicator is made here, not in a timed one."""
+        self.allreduce(torch.ones(1, device=self.device))
+
     def allreduce(self, buffer: torch.Tensor) -> float:
         """Seconds the slowest rank took for one all-reduce of `buffer`."""
         synchronize(self.device)
@@ -187,6 +203,22 @@ class _Sweep:
         buffer.div_(self.rv.world)  # a sum grows n-fold each time; keep values finite over repeats
         return self._max(elapsed)
 
+
+NO_NCCL = (
+    "this torch has no NCCL (no Windows build does): gloo all-reduces CPU tensors instead, "
+    "so the figures are the network's and the host's, not the GPU's"
+)
+
+
+def rank_device(device: str, env: Mapping[str, str]) -> torch.device:
+    """The GPU this rank uses: cuda:$LOCAL_RANK under torchrun (one GPU per local rank), else `device`."""
+    dev = torch.device(device)
+    local_rank = env.get("LOCAL_RANK", "")
+    if dev.type == "cuda" and local_rank.isdigit():
+        return torch.device("cuda", int(local_rank))
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", 0)
+    return dev
 
 
 def measure_collective(
@@ -214,9 +246,10 @@ def measure_collective(
     returns measurements.
     """
     rv = resolve_rendezvous(rank, world, master, os.environ)
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    dev = rank_device(device, os.environ)
+    note = None
+    if backend is None and dev.type == "cuda" and not dist.is_nccl_available():
+        dev, note = torch.device("cpu"), NO_NCCL
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if backend not in ("gloo", "nccl"):
         raise ProbeError(f"collective: unknown backend {backend!r}: use gloo (CPU tensors) or nccl (CUDA tensors)")
@@ -235,19 +268,27 @@ def measure_collective(
     store = _connect_store(rv, timeout_s, agent_store)
     # The warm-up of the size that ends the sweep may take a few times `limit` (sizes grow 2-4x).
     group = _process_group(store, rv, backend, dev, max(timeout_s, 10 * limit))
-    result = _run(_Sweep(group, rv, dev), chosen, budget, limit, min_iterations, max_iterations, backend, progress)
+    result = _run(_Sweep(group, rv, dev), chosen, budget, limit, min_iterations, max_iterations, backend, progress, note)
     progress("collective: done", 1.0)
     return result if rv.rank == 0 else ProbeResult()
 
 
 def _run(
     sweep: _Sweep, sizes: list[int], budget_s: float, limit_s: float, min_iterations: int, max_iterations: int,
-    backend: str, progress: ProgressCallback,
+    backend: str, progress: ProgressCallback, note: str | None = None,
 ) -> ProbeResult:
     """Every rank sees the same (slowest) times, so every rank takes the same decisions."""
     rv, result = sweep.rv, ProbeResult()
     factor = busbw_factor(rv.world)
-    common = {"world": rv.world, "backend": backend, "master": rv.master, "op": "sum"}
+    common = {"world": rv.world, "backend": backend, "master": rv.master, "op": "sum", "timer": TIMER}
+    if note:
+        common["backend_note"] = note
+    try:
+        sweep.warm_up()
+    except RuntimeError as exc:
+        raise ProbeError(
+            f"collective: the first all-reduce failed on rank {rv.rank} (a rank left or a link dropped): {_first_line(exc)}"
+        ) from exc
     for index, nbytes in enumerate(sizes):
         progress(f"collective: all-reduce {nbytes} B", index / len(sizes))
         try:
