@@ -1,11 +1,16 @@
 """Run the chosen probes on the chosen devices and assemble one run document.
 
 Nothing is stored here: the caller saves the finished document in one transaction, so a run
-interrupted with Ctrl-C leaves nothing behind.
+interrupted with Ctrl-C leaves nothing behind. Any other error costs only the probe it happened
+in: it is recorded as unavailable with its message, and the other probes' figures are kept.
+
+Each per-device probe runs with its device made the current one (probes.devices.device_context),
+so CUDA events, streams and allocations without an explicit device land on the GPU being probed.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
@@ -17,9 +22,18 @@ from bench.errors import FlopwattError
 from bench.hardware import find_card, peak_flops
 from probes import DEFAULT_PROBES, KNOWN_PROBES, PER_DEVICE_PROBES, collective, compute, memory, network, training
 from probes.background import CpuWatch
+from probes.devices import device_context
 from probes.energy import EnergyMeter, NullMeter, measure_idle, meter_for
 from probes.inventory import Device, Host, describe_host, list_devices, read_cpu_info, resolve_devices
-from probes.measurement import Measurement, ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
+from probes.measurement import (
+    Measurement,
+    ProbeError,
+    ProbeResult,
+    ProgressCallback,
+    Unavailable,
+    error_reason,
+    no_progress,
+)
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,19 @@ class ProbeRequest:
 
 
 def inventory(device_spec: str = "auto") -> tuple[Host, list[Device], list[Unavailable]]:
-    """The host, the devices `device_spec` selects, and the accelerators that are missing (with why)."""
+    """The host, the devices `device_spec` selects, and the accelerators that are missing (with why).
+
+    A device that was asked for by name but cannot be probed (no kernels for it in this torch) is
+    an error naming the fix, since nothing would be left to measure.
+    """
     device_ids = resolve_devices(device_spec)
     cpu = read_cpu_info()
     devices, missing = list_devices(cpu)
-    return describe_host(cpu), [d for d in devices if d.id in device_ids], missing
+    chosen = [d for d in devices if d.id in device_ids]
+    if not chosen:
+        reasons = "; ".join(u.reason for u in missing if u.device in device_ids) or "no such device"
+        raise FlopwattError(f"--device {device_spec}: {reasons}")
+    return describe_host(cpu), chosen, missing
 
 
 def run_document(
@@ -97,8 +119,9 @@ class ProbeRun:
 def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) -> ProbeRun:
     """Inventory the machine, measure idle power, run every probe, return the run.
 
-    A probe that fails for the user's reason (unreachable server, a rank that never joins) is
-    listed as unavailable and in `failures`; the other probes' figures are kept.
+    A probe that fails, for the user's reason (unreachable server, a rank that never joins) or
+    any other (a CUDA error, out of memory), is listed as unavailable and in `failures`; the other
+    probes' figures are kept. Only KeyboardInterrupt ends the run.
     """
     started = utc_now()
     progress("inventory", 0.0)
@@ -123,11 +146,16 @@ def run_probes(request: ProbeRequest, progress: ProgressCallback = no_progress) 
             try:
                 watch = CpuWatch()
                 meter = meters[device.id]
-                found = _run_probe(probe, device, request, host.llc_bytes, meter, result.measurements, report)
+                with device_context(device.id) if probe in PER_DEVICE_PROBES else nullcontext():
+                    found = _run_probe(probe, device, request, host.llc_bytes, meter, result.measurements, report)
                 result.extend(with_machine_load(found, watch.shares()))
             except ProbeError as exc:
                 failures.append(str(exc))
                 result.unavailable.append(Unavailable(probe=probe, device=device.id, reason=str(exc)))
+            except Exception as exc:  # a CUDA error, out of memory, a bug: this probe's figures only
+                reason = error_reason(exc)
+                failures.append(f"{probe} on {device.id} failed: {reason}; the other figures were kept")
+                result.unavailable.append(Unavailable(probe=probe, device=device.id, reason=reason))
     finally:
         for meter in meters.values():
             meter.close()
@@ -165,12 +193,13 @@ def _run_probe(
     so_far: list[Measurement],
     progress: ProgressCallback,
 ) -> ProbeResult:
+    # The cache repeats must outrun: the host's last level on a CPU, the GPU's own L2 on a GPU.
+    cache = llc_bytes if device.kind == "cpu" else device.extra.get("l2_cache_bytes")
     if probe == "compute":
         return compute.measure_matmul(
-            device.id, device.kind, quick=request.quick, llc_bytes=llc_bytes, meter=meter, progress=progress
+            device.id, device.kind, quick=request.quick, llc_bytes=cache, meter=meter, progress=progress
         )
     if probe == "memory":
-        cache = llc_bytes if device.kind == "cpu" else device.extra.get("l2_cache_bytes")
         return memory.measure_memory(
             device.id,
             device.kind,
