@@ -18,9 +18,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from netns import Host, Lab, uses_netns
-from probes.collective import busbw_factor, measure_collective, resolve_rendezvous
+from probes import collective
+from probes.collective import Rendezvous, busbw_factor, measure_collective, rank_device, resolve_rendezvous
 from probes.measurement import ProbeError, ProbeResult
 
 MiB = 1024 * 1024
@@ -47,7 +50,61 @@ def _free_loopback_port() -> int:
 
 
 def test_busbw_factor_is_nccl_tests_allreduce_correction() -> None:
-    assert [busbw_factor(n) for n in (2, 4, 8)] == [1.0, 1.5, 1.75]
+    assert [busbw_factor(n) for n in (2, 3, 4, 8)] == [1.0, 4 / 3, 1.5, 1.75]
+
+
+class ScriptedSweep(collective._Sweep):
+    """All-reduces that take known times: the first one made (the communicator's creation) 3 s,
+    then 1 ms + 1 ns per byte. Records the size of every buffer reduced."""
+
+    def __init__(self, world: int) -> None:
+        super().__init__(group=None, rv=Rendezvous(rank=0, world=world, host="10.0.0.1", port=29500), device=torch.device("cpu"))
+        self.reduced: list[int] = []
+
+    def allreduce(self, buffer: torch.Tensor) -> float:
+        self.reduced.append(buffer.numel() * buffer.element_size())
+        return 3.0 if len(self.reduced) == 1 else 1e-3 + buffer.numel() * buffer.element_size() * 1e-9
+
+
+def test_the_first_all_reduce_is_untimed_and_the_figures_are_exact() -> None:
+    """Without the warm-up, the 3 s of communicator creation would end the sweep at its first size."""
+    sweep = ScriptedSweep(world=4)
+    result = collective._run(sweep, [1024, 4096], budget_s=0.0, limit_s=2.0, min_iterations=3, max_iterations=100,
+                             backend="nccl", progress=lambda *_: None)  # fmt: skip
+    assert sweep.reduced == [4] + [1024] * 4 + [4096] * 4  # warm-up, then per size one untimed + 3 timed
+    assert result.unavailable == []
+    by_size = {m.params["bytes"]: m for m in result.measurements if m.metric == "allreduce_busbw"}
+    for nbytes, t in ((1024, 1e-3 + 1024e-9), (4096, 1e-3 + 4096e-9)):
+        m = by_size[nbytes]
+        assert m.samples == [nbytes / t * 1.5] * 3  # busbw = algbw * 2(n-1)/n, n = 4
+        assert (m.params["algbw_B_s"], m.params["time_s"], m.params["iterations"]) == (nbytes / t, t, 3)
+        assert m.params["busbw_factor"] == 1.5 and m.variant == f"{nbytes}B"
+    [latency] = [m for m in result.measurements if m.metric == "allreduce_latency"]
+    assert latency.samples == [1e-3 + 1024e-9] * 3 and latency.params["bytes"] == 1024
+    assert latency.params["timer"] == "host clock around synchronize(), slowest rank"
+
+
+def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
+    assert rank_device("cuda:0", {"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
+    assert rank_device("cuda", {"LOCAL_RANK": "1"}) == torch.device("cuda", 1)
+    assert rank_device("cuda:2", {}) == torch.device("cuda", 2)
+    assert rank_device("cuda", {}) == torch.device("cuda", 0)
+    assert rank_device("cpu", {"LOCAL_RANK": "3"}) == torch.device("cpu")
+
+
+def test_without_nccl_a_gpu_rank_all_reduces_cpu_tensors_over_gloo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows' torch has no NCCL: the probe still runs, on CPU tensors, and says so."""
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    options = {"world": 2, "master": master, "device": "cuda:0", "sizes": [1024], "timeout_s": 30}
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(measure_collective, rank=1, **options)
+        result = measure_collective(rank=0, **options)
+        assert other.result().measurements == []
+    assert {m.device for m in result.measurements} == {"cpu"}
+    assert {m.params["backend"] for m in result.measurements} == {"gloo"}
+    assert {m.params["backend_note"] for m in result.measurements} == {collective.NO_NCCL}
 
 
 def test_rendezvous_from_torchrun_environment() -> None:

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from probes import training
 from probes.measurement import ProbeError
+from probes.timing import DeviceTimer, Timing
 from probes.training import (
     CPU_USABLE_FRACTION,
     GPT,
@@ -249,17 +250,23 @@ def test_a_step_that_cannot_allocate_is_dropped_not_raised() -> None:
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "message"),
     [
-        lambda: GPTConfig(n_embd=100, n_head=3),
-        lambda: GPTConfig(n_layer=0),
-        lambda: measure_training("gpu", config=TINY),
-        lambda: measure_training("cpu", config=TINY, peak_flops=0.0),
-        lambda: measure_training("cpu", config=TINY, measured_matmul_flops=float("nan")),
+        (lambda: GPTConfig(n_embd=100, n_head=3), "training config: n_embd 100 is not divisible by n_head 3"),
+        (lambda: GPTConfig(n_layer=0), "training config: n_layer must be a positive integer, got 0"),
+        (lambda: measure_training("gpu", config=TINY), "training: unsupported device 'gpu' (use cpu, cuda, cuda:N or mps)"),
+        (
+            lambda: measure_training("cpu", config=TINY, peak_flops=0.0),
+            "training: peak_flops must be a positive number of FLOP/s, got 0.0",
+        ),
+        (
+            lambda: measure_training("cpu", config=TINY, measured_matmul_flops=float("nan")),
+            "training: measured_matmul_flops must be a positive number of FLOP/s, got nan",
+        ),
     ],
 )
-def test_bad_arguments_are_probe_errors(call) -> None:
-    with pytest.raises(ProbeError):
+def test_bad_arguments_are_probe_errors(call, message: str) -> None:
+    with pytest.raises(ProbeError, match=f"^{re.escape(message)}$"):
         call()
 
 
@@ -268,3 +275,121 @@ def test_missing_cuda_is_reported_unavailable() -> None:
     result = measure_training("cuda", config=TINY)
     assert result.measurements == []
     assert [u.device for u in result.unavailable] == ["cuda"] and "CUDA" in result.unavailable[0].reason
+
+
+# -- figures pinned exactly ---------------------------------------------------------------------
+
+
+def test_flops_per_token_worked_by_hand() -> None:
+    """TINY: matmul weights 12 * 2 * 64^2 + 256 * 64 = 114,688; 6N = 688,128; 12 L s d = 49,152."""
+    assert TINY.matmul_params == 114_688
+    assert model_flops_per_token(TINY) == 737_280
+
+
+def test_memory_model_worked_by_hand() -> None:
+    """TINY in fp32 (a = f = 4, b = 2, s = 32, d = 64, h = 4, V = 256, L = 2), term by term.
+
+    per layer (2f + 14a) bsd + 16 bs + 4 bhs = 64 * 4096 + 1024 + 1024 = 264,192;
+    activations 2 * 264,192 + (f + a) bsd + 8 bs + 4 bsV + 8 (2 bs + s) = 628,480;
+    transient: the loss gradient 2 * 4 bsV = 131,072 (head 81,920, MLP 49,152);
+    parameters 133,760: 4 + 4 + 8 bytes each.
+    """
+    fp32 = training_memory(TINY, "fp32")
+    assert TINY.n_params == 133_760
+    assert (fp32.weights, fp32.gradients, fp32.optimizer) == (535_040, 535_040, 1_070_080)
+    assert (fp32.cast_weights, fp32.activations, fp32.transient) == (0, 628_480, 131_072)
+    assert fp32.total == 2_899_712
+    bf16 = training_memory(TINY, "bf16")
+    assert bf16.cast_weights == 2 * 114_688  # a bf16 copy of every matmul weight
+    # (2f + 14a) bsd with a = 2: 36 * 4096 + 2048 = 149,504 a layer; + 6 bsd + 512 + 65,536 + 1,280
+    assert bf16.activations == 2 * 149_504 + 6 * 4096 + 512 + 65_536 + 1_280
+
+
+STEP_SECONDS = 0.5
+
+
+@pytest.fixture
+def known_step_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timed block reports 0.5 s per step, after running one real step."""
+
+    def measure(self, fn, *, blocks: int, **_: object) -> Timing:  # type: ignore[no-untyped-def]
+        fn()
+        return Timing([STEP_SECONDS] * blocks, calls_per_block=1, warmup_calls=2, elapsed_s=blocks * STEP_SECONDS)
+
+    monkeypatch.setattr(DeviceTimer, "measure", measure)
+
+
+@pytest.mark.usefixtures("known_step_time")
+def test_tokens_per_second_and_mfu_are_exact() -> None:
+    result = measure_training("cpu", config=TINY, quick=True, peak_flops=1e12, measured_matmul_flops=5e11)
+    by_key = {(m.metric, m.variant): m for m in result.measurements}
+    tps = by_key[("train_tokens_per_s", None)]
+    assert tps.samples == [128.0] * 3  # 2 x 32 tokens a step, 0.5 s a step; quick: 3 blocks
+    assert tps.params["model_flops_per_s"] == 128 * 737_280
+    assert by_key[("train_mfu", "datasheet")].samples == [128 * 737_280 / 1e12] * 3
+    assert by_key[("train_mfu", "measured-matmul")].samples == [128 * 737_280 / 5e11] * 3
+    assert by_key[("train_mfu", "measured-matmul")].params["matmul_flops"] == 5e11
+
+
+# -- GPU branches, with torch.cuda's memory queries fed numbers -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "oom"),
+    [
+        ("CUDA out of memory. Tried to allocate 10.01 GiB (GPU 0; 14.75 GiB total capacity; 10.12 GiB already allocated)", True),
+        ("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`", True),
+        ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`", True),
+        ("cuDNN error: CUDNN_STATUS_ALLOC_FAILED", True),
+        ("MPS backend out of memory (MPS allocated: 17.17 GB, other allocations: 1.23 GB, max allowed: 18.13 GB)", True),
+        ("[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096000000000 bytes", True),
+        ("CUDA error: no kernel image is available for execution on the device", False),
+        ("CUDA error: an illegal memory access was encountered", False),
+    ],
+)
+def test_out_of_memory_in_every_spelling(message: str, oom: bool) -> None:
+    """The messages as torch, cuBLAS and cuDNN raise them (from user reports: pytorch/pytorch#20123,
+    EleutherAI/lm-evaluation-harness#1689, and torch's own allocators)."""
+    assert training._is_oom(RuntimeError(message)) is oom
+
+
+def test_the_typed_cuda_error_is_out_of_memory() -> None:
+    assert training._is_oom(torch.OutOfMemoryError("Tried to allocate 2.00 MiB"))
+
+
+def _fake_card(monkeypatch: pytest.MonkeyPatch, *, free: int, reserved: int, allocated: int, peak_reserved: int) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 24 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: peak_reserved)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 7 * 10**9)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+
+
+def test_the_gpu_budget_counts_torchs_cached_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_card(monkeypatch, free=2 * 10**9, reserved=5 * 10**9, allocated=10**9, peak_reserved=0)
+    budget = training._budget(torch.device("cuda", 0))
+    assert budget.usable == budget.available == 6 * 10**9
+    assert budget.source == "torch.cuda.mem_get_info free bytes + torch's cached, unused bytes"
+
+
+@pytest.mark.parametrize(("peak_reserved", "fits"), [(21 * 10**9, True), (21 * 10**9 + 1, False)])
+def test_a_max_params_try_that_spilled_into_system_ram_has_failed(
+    monkeypatch: pytest.MonkeyPatch, peak_reserved: int, fits: bool
+) -> None:
+    """Windows' sysmem fallback: the steps "fit" by paging. Torch held 1 GB and the card had 20 GB free."""
+    _fake_card(monkeypatch, free=20 * 10**9, reserved=10**9, allocated=10**9, peak_reserved=peak_reserved)
+    steps: list[str] = []
+
+    class Steps:
+        def __init__(self, cfg: GPTConfig, device: torch.device, dtype: str) -> None:
+            assert device == torch.device("cuda", 0)
+
+        def __call__(self) -> None:
+            steps.append("step")
+
+    monkeypatch.setattr(training, "Trainer", Steps)
+    monkeypatch.setattr(training, "synchronize", lambda device: None)
+    peak = training._one_step_peak(max_params_config(2), torch.device("cuda", 0), "bf16")
+    assert steps == ["step", "step"]
+    assert peak == (7 * 10**9 if fits else None)

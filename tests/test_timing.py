@@ -1,0 +1,111 @@
+"""DeviceTimer's arithmetic, driven by a clock that only the timed function moves.
+
+Every call of `work` costs exactly STEP seconds of the fake clock (a power of two, so sums are
+exact), so calls per block, seconds per call, warm-up calls and elapsed time are known exactly.
+The CUDA path runs with stand-ins for torch.cuda.Event and current_stream (no GPU here): what is
+checked is which stream the events are recorded on and how their milliseconds become seconds,
+not anything a GPU would have to show.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probes.devices import device_context
+from probes.timing import DeviceTimer
+
+STEP = 2.0**-10  # seconds per call
+
+
+class StepClock:
+    """A host clock standing still except while `work` runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.now += STEP
+        self.calls += 1
+
+
+CPU = torch.device("cpu")
+
+
+def test_measure_sizes_blocks_from_the_warm_up_and_reports_seconds_per_call() -> None:
+    clock = StepClock()
+    timing = DeviceTimer(CPU, clock=clock).measure(clock.work, block_s=10 * STEP, blocks=5, max_s=1.0, warmup_s=200 * STEP)
+    assert timing.warmup_calls == 200
+    assert timing.calls_per_block == 10
+    assert timing.seconds_per_call == [STEP] * 5  # per call, not per block of 10
+    assert timing.elapsed_s == 50 * STEP  # the blocks only: the warm-up is not in it
+    assert clock.calls == 200 + 50
+
+
+def test_a_call_slower_than_the_block_is_timed_one_call_per_block() -> None:
+    clock = StepClock()
+    timing = DeviceTimer(CPU, clock=clock).measure(clock.work, block_s=STEP / 4, blocks=3, max_s=1.0, warmup_s=0.0)
+    assert (timing.warmup_calls, timing.calls_per_block, timing.seconds_per_call) == (2, 1, [STEP] * 3)
+
+
+@pytest.mark.parametrize(("max_s", "blocks_taken"), [(25 * STEP, 3), (35 * STEP, 4), (1.0, 7)])
+def test_max_s_stops_after_the_block_that_passes_it_but_never_before_min_blocks(max_s: float, blocks_taken: int) -> None:
+    clock = StepClock()
+    timer = DeviceTimer(CPU, clock=clock)
+    timing = timer.measure(clock.work, block_s=10 * STEP, blocks=7, max_s=max_s, warmup_s=0.0, min_blocks=3)
+    assert len(timing.seconds_per_call) == blocks_taken
+    assert timing.elapsed_s == blocks_taken * 10 * STEP
+
+
+@pytest.mark.parametrize(("window", "blocks_taken"), [(100 * STEP, 10), (95 * STEP, 10), (5 * STEP, 3)])
+def test_measure_window_runs_blocks_until_the_window_is_full_and_at_least_three(window: float, blocks_taken: int) -> None:
+    clock = StepClock()
+    timing = DeviceTimer(CPU, clock=clock).measure_window(clock.work, window_s=window, block_s=10 * STEP)
+    assert timing.calls_per_block == 10 and timing.warmup_calls == 1
+    assert timing.seconds_per_call == [STEP] * blocks_taken
+    assert timing.elapsed_s == blocks_taken * 10 * STEP >= window
+
+
+class FakeEvent:
+    """torch.cuda.Event's interface, stamped from the step clock: records which stream it went on."""
+
+    clock: StepClock
+    recorded: list[object] = []
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.at = None
+
+    def record(self, stream: object = None) -> None:
+        self.at = self.clock.now
+        FakeEvent.recorded.append(stream)
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return (end.at - self.at) * 1e3  # milliseconds, as CUDA reports them
+
+
+def test_cuda_events_go_on_the_timed_devices_stream_and_milliseconds_become_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = StepClock()
+    FakeEvent.clock, FakeEvent.recorded = clock, []
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"current stream of {device}")
+    timer = DeviceTimer(torch.device("cuda", 1), clock=clock)
+    assert timer._block(clock.work, 8) == pytest.approx(8 * STEP, rel=1e-12)
+    # Both events on cuda:1's stream, never the current device's (cuda:0 unless someone set it).
+    assert FakeEvent.recorded == ["current stream of cuda:1"] * 2
+
+
+def test_device_context_selects_a_cuda_device_and_leaves_others_alone() -> None:
+    selected = device_context("cuda:1")
+    assert isinstance(selected, torch.cuda.device) and selected.idx == 1
+    for other in ("cpu", "mps"):
+        with device_context(other):  # a no-op that needs no accelerator
+            pass
+        assert not isinstance(device_context(other), torch.cuda.device)
