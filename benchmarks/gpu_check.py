@@ -48,7 +48,7 @@ from bench.hardware import find_card, peak_flops
 from bench.store import PROJECT_ROOT
 from benchmarks.training_bench import plain_loop_tokens_per_s
 from probes.compute import MatmulPlan, measure_matmul
-from probes.devices import device_context
+from probes.devices import device_context, release
 from probes.energy import meter_for
 from probes.inventory import cuda_device, list_devices, read_cpu_info
 from probes.measurement import error_reason
@@ -168,7 +168,11 @@ def matmul_section(ctx: Context) -> dict:
         shapes = SMOKE_SHAPES
     else:
         l2 = torch.cuda.get_device_properties(ctx.device).L2_cache_size
-        probe = measure_matmul(str(ctx.device), "cuda", quick=False, dtypes=[dtype], llc_bytes=l2, meter=meter_for(str(ctx.device)))
+        meter = meter_for(str(ctx.device))
+        try:
+            probe = measure_matmul(str(ctx.device), "cuda", quick=False, dtypes=[dtype], llc_bytes=l2, meter=meter)
+        finally:
+            meter.close()
         shapes = MAMF_SHAPES + [(s, s, s) for s in SQUARES]
     figures = {m.variant: m for m in probe.measurements}
     burst, sustained = figures.get("burst"), figures.get("sustained")
@@ -204,7 +208,11 @@ def memory_section(ctx: Context) -> dict:
     l2 = None if ctx.smoke else torch.cuda.get_device_properties(dev).L2_cache_size
     memory_bytes = None if ctx.smoke else torch.cuda.get_device_properties(dev).total_memory
     meter = None if ctx.smoke else meter_for(str(dev))
-    probe = measure_memory(str(dev), ctx.kind, quick=ctx.smoke, llc_bytes=l2, memory_bytes=memory_bytes, meter=meter)
+    try:
+        probe = measure_memory(str(dev), ctx.kind, quick=ctx.smoke, llc_bytes=l2, memory_bytes=memory_bytes, meter=meter)
+    finally:
+        if meter is not None:
+            meter.close()
     figures = {(m.metric, m.variant): m for m in probe.measurements}
     copy = figures.get(("mem_copy_bandwidth", None))
     nbytes = copy.params["bytes_per_array"] if copy else array_bytes(ctx.kind, l2, memory_bytes)
@@ -421,6 +429,7 @@ def run_sections(ctx: Context, budget_s: float) -> dict:
                 results[name] = section(ctx)
         except Exception as exc:  # one section's failure is a finding; the others still run
             results[name] = {"error": error_reason(exc)}
+        release(ctx.device)  # the next section (or the probe's own process) gets the whole card
         results[name]["section_s"] = time.perf_counter() - began
     return results
 
