@@ -134,6 +134,7 @@ def test_an_unsupported_nvml_reading_leaves_its_field_empty() -> None:
         ("sm_120", (12, 0), True),
         ("sm_90a", (9, 0), True),  # "a" targets run on exactly their capability
         ("sm_90a", (10, 0), False),
+        ("sm_100a", (10, 3), False),  # not even on a later minor of its family (B300 is 10.3)
         ("sm_100f", (10, 3), True),  # "f" targets run on their family
         ("compute_90", (12, 0), True),  # PTX is compiled for any later GPU
         ("compute_90", (8, 9), False),
