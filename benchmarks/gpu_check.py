@@ -13,7 +13,9 @@ Everything flopwatt does on the card, each against a peer measured in the same r
 - probe: `flopwatt probe --quick --device cuda:0` end to end (every dtype, the runner, the store),
   and its training figure against a plain training loop;
 - second GPU: on a machine with several, the last one's bf16 burst against a peer on that GPU
-  (the probe once timed every GPU but the first on the wrong stream).
+  (the probe once timed every GPU but the first on the wrong stream);
+- collective: on a machine with several GPUs, `flopwatt probe --only collective` as torchrun starts
+  it, one rank per GPU (each on cuda:$LOCAL_RANK), over NCCL.
 
 At most 8 minutes on an H100/H200: a section that would pass the budget is skipped, with the
 reason. One section's error is recorded and the others still run. Everything goes to one file,
@@ -29,6 +31,7 @@ import math
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -404,6 +407,33 @@ def second_gpu_section(ctx: Context) -> dict:
     }
 
 
+def collective_section(ctx: Context) -> dict:
+    """One `flopwatt probe --only collective --quick` per GPU, with the variables torchrun sets."""
+    count = 0 if ctx.smoke else torch.cuda.device_count()
+    if count < 2:
+        return {"skipped": f"needs two GPUs: {ctx.why_no_gpu or f'this machine has {count}'}"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        ranks = []
+        for rank in range(count):
+            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(count),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "FLOPWATT_DB": f"sqlite:///{Path(tmp) / f'rank{rank}.db'}"}  # fmt: skip
+            command = [sys.executable, "-m", "bench", "probe", "--only", "collective", "--quick", "--json"]
+            ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [rank.communicate(timeout=300) for rank in ranks]
+    result: dict = {"world": count, "exit_codes": [rank.returncode for rank in ranks], "stderr_tails": [err[-500:] for _, err in outputs]}
+    if outputs[0][0].strip():
+        doc = RunDocument.model_validate_json(outputs[0][0])
+        result["figures"] = [
+            {"metric": m.metric, "variant": m.variant, "device": m.device, "value": m.value, "n": m.n, "params": m.params}
+            for m in doc.measurements
+        ]
+        result["unavailable"] = [u.model_dump() for u in doc.unavailable]
+    return result
+
+
 SECTIONS: list[tuple[str, float, Callable[[Context], dict]]] = [
     ("inventory", 5.0, inventory_section),
     ("matmul", 150.0, matmul_section),
@@ -411,6 +441,7 @@ SECTIONS: list[tuple[str, float, Callable[[Context], dict]]] = [
     ("energy", 25.0, energy_section),
     ("probe", 150.0, probe_section),
     ("second_gpu", 40.0, second_gpu_section),
+    ("collective", 60.0, collective_section),
 ]
 
 

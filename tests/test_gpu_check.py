@@ -32,10 +32,10 @@ def test_without_a_gpu_it_runs_the_cpu_smoke_checks_and_says_what_it_skipped(
     report = json.loads(written.read_text())
     assert report["mode"] == gpu_check.NO_GPU_NOTE
     sections = report["sections"]
-    assert list(sections) == ["inventory", "matmul", "memory", "energy", "probe", "second_gpu"]
+    assert list(sections) == ["inventory", "matmul", "memory", "energy", "probe", "second_gpu", "collective"]
     assert not [name for name, s in sections.items() if "error" in s]
     assert sections["energy"]["skipped"] == f"NVML and nvidia-smi read NVIDIA GPUs: {why}"
-    assert sections["second_gpu"]["skipped"] == f"needs two GPUs: {why}"
+    assert sections["second_gpu"]["skipped"] == sections["collective"]["skipped"] == f"needs two GPUs: {why}"
     matmul = sections["matmul"]
     assert matmul["dtype"] == "fp32" and matmul["probe_burst"] > 0
     assert matmul["ratio_probe_burst_to_best_peer"] == matmul["probe_burst"] / matmul["best_peer"]["flops"]
