@@ -330,9 +330,12 @@ def measure_matmul(
     timer = DeviceTimer(dev)
     for index, dtype in enumerate(todo):
         progress(f"matmul {dtype} on {device}: sweeping shapes", index / len(todo))
+        def sustaining(window_s: float, index: int = index, dtype: str = dtype) -> None:
+            progress(f"matmul {dtype} on {device}: sustained {window_s:.0f} s", (index + 0.5) / len(todo))
+
         try:
             with float32_precision(dtype):
-                found = _measure_dtype(timer, dev, kind, dtype, plan, llc_bytes, meter)
+                found = _measure_dtype(timer, dev, kind, dtype, plan, llc_bytes, meter, sustaining)
             result.extend(found)
         except Exception as exc:  # out of memory, a cuBLAS error, a kernel the build lacks: this dtype only
             result.unavailable.append(
@@ -352,8 +355,12 @@ def _measure_dtype(
     plan: MatmulPlan,
     llc_bytes: int | None,
     meter: EnergyMeter | None,
+    sustaining: Callable[[float], None],
 ) -> ProbeResult:
-    """Burst (the sweep's best shape) and, where planned, sustained figures of one dtype."""
+    """Burst (the sweep's best shape) and, where planned, sustained figures of one dtype.
+
+    `sustaining(window_s)` is told when the sustained window starts (for the progress bar).
+    """
     device = str(dev)
     sweep = _sweep(timer, dev, dtype, plan, llc_bytes)
     result = ProbeResult(
@@ -381,6 +388,7 @@ def _measure_dtype(
     headline = dtype == HEADLINE_DTYPE.get(kind)
     if plan.sustain_all_dtypes or headline:
         window_s = plan.window_s(headline)
+        sustaining(window_s)
         sustained, sustained_energy = _sustained(timer, best.operands, window_s, meter)
         error = best.operands.relative_error()
         if error > CHECK_TOLERANCE[dtype]:

@@ -24,7 +24,15 @@ CPU = torch.device("cpu")
 
 
 def test_burst_and_sustained_figures_are_real_and_consistent() -> None:
-    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], llc_bytes=1 << 20, plan=SMALL)
+    seen: list[tuple[str, float]] = []
+    result = measure_matmul(
+        "cpu", "cpu", quick=True, dtypes=["fp32"], llc_bytes=1 << 20, plan=SMALL, progress=lambda s, f: seen.append((s, f))
+    )
+    assert seen == [
+        ("matmul fp32 on cpu: sweeping shapes", 0.0),
+        ("matmul fp32 on cpu: sustained 0 s", 0.5),
+        ("matmul on cpu: done", 1.0),
+    ]
     burst = next(m for m in result.measurements if m.variant == "burst")
     sustained = next(m for m in result.measurements if m.variant == "sustained")
     assert burst.metric == "matmul_flops" and burst.unit == "FLOP/s" and burst.dtype == "fp32"
