@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from probes.devices import device_context
-from probes.timing import DeviceTimer
+from probes.timing import DeviceTimer, synchronize
 
 STEP = 2.0**-10  # seconds per call
 
@@ -68,6 +68,7 @@ def test_measure_window_runs_blocks_until_the_window_is_full_and_at_least_three(
     assert timing.calls_per_block == 10 and timing.warmup_calls == 1
     assert timing.seconds_per_call == [STEP] * blocks_taken
     assert timing.elapsed_s == blocks_taken * 10 * STEP >= window
+    assert clock.calls == 1 + blocks_taken * 10  # one call sizes the blocks: the window has no other warm-up
 
 
 class FakeEvent:
@@ -109,3 +110,31 @@ def test_device_context_selects_a_cuda_device_and_leaves_others_alone() -> None:
         with device_context(other):  # a no-op that needs no accelerator
             pass
         assert not isinstance(device_context(other), torch.cuda.device)
+
+
+def test_defaults_warm_up_for_0_2_s_and_keep_three_blocks_past_max_s() -> None:
+    clock = StepClock()
+    timing = DeviceTimer(CPU, clock=clock).measure(clock.work, block_s=10 * STEP, blocks=7, max_s=0.0)
+    assert timing.warmup_calls == 205  # 0.2 s / STEP = 204.8 calls
+    assert len(timing.seconds_per_call) == 3
+
+
+def test_blocks_round_up_to_whole_calls_and_never_to_none() -> None:
+    clock = StepClock()
+    timer = DeviceTimer(CPU, clock=clock)
+    # A block of 10.5 calls' time holds 11 calls, in both kinds of measurement.
+    assert timer.measure(clock.work, block_s=10.5 * STEP, blocks=3, max_s=1.0, warmup_s=0.0).calls_per_block == 11
+    assert timer.measure_window(clock.work, window_s=0.0, block_s=10.5 * STEP).calls_per_block == 11
+    # block_s 0 (training on a CPU: one step a block) still makes one call a block
+    assert timer.measure(clock.work, block_s=0.0, blocks=3, max_s=1.0, warmup_s=0.0).calls_per_block == 1
+    assert timer.measure_window(clock.work, window_s=0.0, block_s=0.0).seconds_per_call == [STEP] * 3
+
+
+def test_synchronize_waits_for_the_given_device_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    waited: list[object] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append("mps"))
+    synchronize(torch.device("cuda", 1))
+    synchronize(torch.device("mps"))
+    synchronize(CPU)
+    assert waited == [torch.device("cuda", 1), "mps"]
