@@ -108,7 +108,7 @@ class MatmulPlan:
         sizes = [1024, 2048, 4096, 8192] if quick else [1024, 2048, 3072, 4096, 6144, 8192, 10240, 12288, 16384]
         return MatmulPlan(
             sizes,
-            4.0 if quick else 20.0,
+            4.0 if quick else 25.0,  # nine shapes of warm-up + 30 blocks of >= 0.05 s fit on a fast card
             10 if quick else 30,
             0.05,
             10.0,
