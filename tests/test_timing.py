@@ -138,3 +138,13 @@ def test_synchronize_waits_for_the_given_device_only(monkeypatch: pytest.MonkeyP
     synchronize(torch.device("mps"))
     synchronize(CPU)
     assert waited == [torch.device("cuda", 1), "mps"]
+
+
+def test_a_call_faster_than_the_clock_counts_as_a_nanosecond() -> None:
+    """A clock that does not move during a call (coarse timers) must not divide by zero."""
+    frozen = StepClock()
+    timer = DeviceTimer(CPU, clock=frozen)
+    window = timer.measure_window(lambda: None, window_s=0.0, block_s=1e-8)
+    timed = timer.measure(lambda: None, block_s=1e-8, blocks=3, max_s=1.0, warmup_s=0.0)
+    assert window.calls_per_block == timed.calls_per_block == 10  # 10 ns of blocks at 1 ns a call
+    assert window.seconds_per_call == timed.seconds_per_call == [0.0] * 3
