@@ -132,7 +132,12 @@ def matmul_peers(shapes: list[tuple[int, int, int]], dtype: torch.dtype, ctx: Co
 
 def best_peer(rows: list[dict]) -> dict:
     """The fastest figure any peer reached, with its shape and timer."""
-    figures = [(row[key], key.removesuffix("_flops"), [row["m"], row["n"], row["k"]]) for row in rows for key in row if key.endswith("_flops")]
+    figures = [
+        (row[key], key.removesuffix("_flops"), [row["m"], row["n"], row["k"]])
+        for row in rows
+        for key in row
+        if key.endswith("_flops")
+    ]
     flops, timer, shape = max(figures)
     return {"flops": flops, "timer": timer, "shape": shape}
 
@@ -236,7 +241,8 @@ def memory_section(ctx: Context) -> dict:
         variant = "pinned" if pinned else "pageable"
         for direction, peer in host_copy_peers(pinned, dev).items():
             m = figures.get((f"{direction}_bandwidth", variant))
-            link[f"{direction} {variant}"] = {"probe": m.value if m else None, "peer": peer, "ratio": ratio(m.value if m else None, peer)}
+            probe_figure = m.value if m else None
+            link[f"{direction} {variant}"] = {"probe": probe_figure, "peer": peer, "ratio": ratio(probe_figure, peer)}
     result["host_link"] = link
     return result
 
@@ -418,12 +424,16 @@ def collective_section(ctx: Context) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ranks = []
         for rank in range(count):
-            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(count),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "FLOPWATT_DB": f"sqlite:///{Path(tmp) / f'rank{rank}.db'}"}  # fmt: skip
+            torchrun = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": count, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+            env = {**os.environ, **{k: str(v) for k, v in torchrun.items()}, "FLOPWATT_DB": f"sqlite:///{Path(tmp) / f'rank{rank}.db'}"}
             command = [sys.executable, "-m", "bench", "probe", "--only", "collective", "--quick", "--json"]
             ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         outputs = [rank.communicate(timeout=300) for rank in ranks]
-    result: dict = {"world": count, "exit_codes": [rank.returncode for rank in ranks], "stderr_tails": [err[-500:] for _, err in outputs]}
+    result: dict = {
+        "world": count,
+        "exit_codes": [rank.returncode for rank in ranks],
+        "stderr_tails": [err[-500:] for _, err in outputs],
+    }
     if outputs[0][0].strip():
         doc = RunDocument.model_validate_json(outputs[0][0])
         result["figures"] = [
@@ -452,7 +462,8 @@ def run_sections(ctx: Context, budget_s: float) -> dict:
     for name, expected_s, section in SECTIONS:
         spent = time.perf_counter() - start
         if spent + expected_s > budget_s:
-            results[name] = {"skipped": f"{spent:.0f} s spent; this section takes up to {expected_s:.0f} s of the {budget_s:.0f} s budget"}
+            why = f"{spent:.0f} s spent; this section takes up to {expected_s:.0f} s of the {budget_s:.0f} s budget"
+            results[name] = {"skipped": why}
             continue
         began = time.perf_counter()
         try:
@@ -493,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"gpu-check-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     for name, section in report["sections"].items():
-        state = "skipped: " + section["skipped"] if "skipped" in section else "FAILED: " + section["error"] if "error" in section else "ok"
+        state = f"skipped: {section['skipped']}" if "skipped" in section else "ok"
+        state = f"FAILED: {section['error']}" if "error" in section else state
         print(f"  {name:<11} {state} ({section['section_s']:.0f} s)" if "section_s" in section else f"  {name:<11} {state}")
     print(f"gpu-check: wrote {path}")
     return 0

@@ -123,12 +123,13 @@ def _host_link(dev: torch.device, timer: DeviceTimer, quick: bool) -> ProbeResul
     """
     result = ProbeResult()
     for pinned in (True, False):
+        variant = "pinned" if pinned else "pageable"
         try:
             on_device = torch.empty(HOST_LINK_BYTES, dtype=torch.uint8, device=dev)
             result.measurements.extend(_host_copies(str(dev), on_device, timer, pinned, blocks=10 if quick else 20))
         except Exception as exc:
             result.unavailable += [
-                Unavailable(probe=PROBE, metric=metric, device=str(dev), reason=f"{'pinned' if pinned else 'pageable'}: {error_reason(exc)}")
+                Unavailable(probe=PROBE, metric=metric, device=str(dev), reason=f"{variant}: {error_reason(exc)}")
                 for metric in ("h2d_bandwidth", "d2h_bandwidth")
             ]
     return result

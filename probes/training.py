@@ -554,8 +554,9 @@ def _throughput(
         release(dev)
         if cfg.batch_size == 1:
             raise ProbeError(
-                f"training: {cfg.describe()} ran out of memory (or spilled into system RAM) at batch 1: the memory model says it needs "
-                f"{needed / 1e9:.2f} GB, {dev} had {budget.usable / 1e9:.2f} GB ({budget.source})"
+                f"training: {cfg.describe()} ran out of memory (or spilled into system RAM) at batch 1: "
+                f"the memory model says it needs {needed / 1e9:.2f} GB, {dev} had {budget.usable / 1e9:.2f} GB "
+                f"({budget.source})"
             )
         cfg = replace(cfg, batch_size=cfg.batch_size // 2)
 
