@@ -149,3 +149,11 @@ def test_a_call_faster_than_the_clock_counts_as_a_nanosecond() -> None:
     timed = timer.measure(lambda: None, block_s=1e-8, blocks=3, max_s=1.0, warmup_s=0.0)
     assert window.calls_per_block == timed.calls_per_block == 10  # 10 ns of blocks at 1 ns a call
     assert window.seconds_per_call == timed.seconds_per_call == [0.0] * 3
+
+
+def test_an_apple_gpu_is_timed_by_the_host_clock_between_synchronisations(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = StepClock()
+    events: list[str] = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: events.append(f"sync after {clock.calls} calls"))
+    assert DeviceTimer(torch.device("mps"), clock=clock)._block(clock.work, 4) == 4 * STEP
+    assert events == ["sync after 0 calls", "sync after 4 calls"]
