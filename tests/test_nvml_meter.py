@@ -6,6 +6,7 @@ its readings come from tests/data/energy/*.json, each of which cites where they 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import sys
@@ -428,3 +429,28 @@ def test_decode_clock_event_reasons_names_every_bit() -> None:
     assert decode_clock_event_reasons(0x1 | 0x10000) == ["gpu_idle", "unknown_0x10000"]
     # The bits are nvml.h's: check them against the real binding.
     assert decode_clock_event_reasons(pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown) == ["hw_power_brake_slowdown"]
+
+
+def test_the_energy_modules_import_one_way_only() -> None:
+    """meter.py (the base classes) imports no sensor module; the sensors and the chooser form no circle."""
+    package = Path(__file__).parents[1] / "probes" / "energy"
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function bodies too: a local import is an edge
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("probes.energy."):
+                found.add(node.module.removeprefix("probes.energy."))
+        imports[path.stem] = found
+    assert imports["meter"] == set()
+    assert imports["choose"] >= {"nvml", "rapl", "meter"}
+    # No circle: visiting from every module never comes back to it.
+    for start in imports:
+        seen, todo = set(), list(imports[start])
+        while todo:
+            name = todo.pop()
+            assert name != start, f"import circle through probes.energy.{start}"
+            if name not in seen:
+                seen.add(name)
+                todo.extend(imports.get(name, ()))

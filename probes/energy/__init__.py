@@ -1,5 +1,9 @@
-"""Energy meters: one per device, measuring in windows (see probes.energy.meter for how to use one)."""
+"""Energy meters: one per device, measuring in windows (see probes.energy.meter for how to use one).
 
+probes.energy.meter holds the base classes, nvml and rapl the sensors, choose picks one per device.
+"""
+
+from probes.energy.choose import meter_for, meters_for_host
 from probes.energy.meter import (
     MIN_WINDOW_S,
     EnergyError,
@@ -12,8 +16,6 @@ from probes.energy.meter import (
     Window,
     WindowResult,
     measure_idle,
-    meter_for,
-    meters_for_host,
     repeat_until_measured,
 )
 

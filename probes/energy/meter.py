@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from probes.measurement import Energy, EnergyMethod, Measurement, Unavailable
@@ -405,50 +403,3 @@ def measure_idle(
         params={"seconds": window_s, "interval_s": interval_s},
         energy=total,
     )
-
-
-def meter_for(
-    device: str,
-    *,
-    estimate_cpu_power: bool = False,
-    cpu_tdp_w: float | None = None,
-    powercap_root: Path | None = None,
-    nvml: Any = None,
-) -> EnergyMeter:
-    """The best meter this platform offers for `device` ("cpu", "cuda:N", "mps").
-
-    Never raises for a missing sensor: it returns a NullMeter that says why. `nvml` replaces the
-    pynvml module (tests); `powercap_root` the RAPL sysfs root; `cpu_tdp_w` feeds the estimate that
-    `estimate_cpu_power` allows when RAPL is unreadable.
-    """
-    # Imported here: the vendor modules import this one.
-    from probes.energy.nvml import NvmlMeter
-    from probes.energy.rapl import cpu_meter
-
-    if device == "cpu":
-        return cpu_meter(root=powercap_root, estimate=estimate_cpu_power, tdp_w=cpu_tdp_w)
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return NvmlMeter.open(int(device[5:]), nvml=nvml)
-    if device == "mps":
-        return NullMeter(
-            device,
-            "Apple GPUs report power only through powermetrics, which needs root; flopwatt does not read it",
-        )
-    raise ValueError(f"unknown device {device!r} (expected cpu, cuda:N or mps)")
-
-
-def meters_for_host(
-    *,
-    estimate_cpu_power: bool = False,
-    cpu_tdp_w: float | None = None,
-    powercap_root: Path | None = None,
-    nvml: Any = None,
-) -> list[EnergyMeter]:
-    """A meter for the CPU and for every NVIDIA GPU this process may use (for `flopwatt monitor`)."""
-    from probes.energy.nvml import visible_cuda_devices
-
-    meters = [meter_for("cpu", estimate_cpu_power=estimate_cpu_power, cpu_tdp_w=cpu_tdp_w, powercap_root=powercap_root)]
-    meters += [meter_for(d, nvml=nvml) for d in visible_cuda_devices(nvml=nvml)]
-    if sys.platform == "darwin":
-        meters.append(meter_for("mps"))
-    return meters
