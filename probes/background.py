@@ -37,7 +37,7 @@ def _read(process: psutil.Process) -> _Reading:
     busy = sum(getattr(system, name) for name in system._fields if name not in not_busy)
     mine = process.cpu_times()
     own = mine.user + mine.system + getattr(mine, "children_user", 0.0) + getattr(mine, "children_system", 0.0)
-    return _Reading(time.monotonic(), busy, steal, own)
+    return _Reading(time.perf_counter(), busy, steal, own)
 
 
 class CpuWatch:

@@ -47,6 +47,8 @@ from probes.measurement import Energy, EnergyMethod, Measurement, Unavailable
 #: Shortest window a sensor is trusted for (NVML's averaged power spans 1 s).
 MIN_WINDOW_S = 1.0
 
+#: Seconds from an arbitrary start. Meters default to time.perf_counter: time.monotonic ticks every
+#: 15.6 ms on Windows before Python 3.13 (GetTickCount64; gh-88494), +-1.5-3 % on a 1 s window.
 Clock = Callable[[], float]
 Sync = Callable[[], None]
 
@@ -130,7 +132,7 @@ class EnergyMeter(ABC):
     #: What a measured window reports as Energy.method.
     method: EnergyMethod = "unavailable"
 
-    def __init__(self, device: str, *, min_window_s: float = MIN_WINDOW_S, clock: Clock = time.monotonic) -> None:
+    def __init__(self, device: str, *, min_window_s: float = MIN_WINDOW_S, clock: Clock = time.perf_counter) -> None:
         self.device = device
         self.min_window_s = min_window_s
         self._clock = clock
@@ -253,7 +255,7 @@ class EnergyMeter(ABC):
 class NullMeter(EnergyMeter):
     """A device without a usable sensor: every window is unavailable, with the same reason."""
 
-    def __init__(self, device: str, reason: str, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, device: str, reason: str, *, clock: Clock = time.perf_counter) -> None:
         super().__init__(device, clock=clock)
         self.reason = reason
 

@@ -250,7 +250,7 @@ class NvmlMeter(EnergyMeter):
         poll_interval_s: float = 0.05,
         telemetry_every: int = 5,
         min_window_s: float = MIN_WINDOW_S,
-        clock: Clock = time.monotonic,
+        clock: Clock = time.perf_counter,
     ) -> None:
         """Ask the card once what it supports; NvmlError if it cannot be asked at all (lost, no permission)."""
         super().__init__(device, min_window_s=min_window_s, clock=clock)

@@ -178,7 +178,7 @@ class RaplMeter(EnergyMeter):
         max_package_w: float = MAX_PACKAGE_W,
         poll_interval_s: float | None = None,
         min_window_s: float = MIN_WINDOW_S,
-        clock: Clock = time.monotonic,
+        clock: Clock = time.perf_counter,
     ) -> None:
         """Find the package zones and read each once; raise SensorUnavailable if that fails."""
         super().__init__("cpu", min_window_s=min_window_s, clock=clock)
@@ -278,7 +278,7 @@ class EstimatedCpuMeter(EnergyMeter):
         *,
         cpu_times: Callable[[], Any] = psutil.cpu_times,
         min_window_s: float = MIN_WINDOW_S,
-        clock: Clock = time.monotonic,
+        clock: Clock = time.perf_counter,
     ) -> None:
         super().__init__("cpu", min_window_s=min_window_s, clock=clock)
         self.tdp_w = tdp_w
