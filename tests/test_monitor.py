@@ -17,8 +17,7 @@ from bench.errors import FlopwattError
 from probes.energy import NullMeter, PowerReading
 from probes.energy.nvml import NvmlMeter
 from probes.energy.rapl import RaplMeter
-from test_nvml_meter import ReplayClock, ReplayGpu, ReplayNvml, load_trace
-from test_rapl import FakeClock, add_uj, make_zone
+from energy_fakes import RaplZone, ReplayClock, ReplayGpu, ReplayNvml, load_trace
 
 
 def console() -> tuple[Console, StringIO]:
@@ -41,9 +40,11 @@ def heating_command(zone: Path, steps: int, step_s: float) -> list[str]:
 
 
 def test_a_command_is_measured_on_every_device(tmp_path: Path) -> None:
-    package = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    package = RaplZone(tmp_path, "intel-rapl:0", "package-0").path
     start_s = time.monotonic()
-    nvml = ReplayNvml([ReplayGpu(load_trace("rtx3070_laptop_driver610"), lambda: time.monotonic() - start_s)])
+    # A counter that follows the power (period 0), so this sub-second window can be checked against the draw.
+    gpu = ReplayGpu(load_trace("rtx3070_laptop_driver610"), lambda: time.monotonic() - start_s, counter_period_s=0)
+    nvml = ReplayNvml([gpu])
     meters = [
         RaplMeter(tmp_path, poll_interval_s=0.01, min_window_s=0.2),
         NvmlMeter.open(0, nvml=nvml, min_window_s=0.2),
@@ -69,7 +70,7 @@ def test_a_command_is_measured_on_every_device(tmp_path: Path) -> None:
 
 
 def test_a_command_too_short_for_the_sensor_is_unavailable_not_zero(tmp_path: Path) -> None:
-    make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    RaplZone(tmp_path, "intel-rapl:0", "package-0")
     out_console, _ = console()
     result = measure_command([sys.executable, "-c", "pass"], [RaplMeter(tmp_path)], out_console)
 
@@ -79,7 +80,7 @@ def test_a_command_too_short_for_the_sensor_is_unavailable_not_zero(tmp_path: Pa
 
 
 def test_a_failing_command_is_still_measured_with_its_status(tmp_path: Path) -> None:
-    package = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    package = RaplZone(tmp_path, "intel-rapl:0", "package-0").path
     command = heating_command(package, 3, 0.1)
     command[2] += "sys.exit(3)\n"
     out_console, out = console()
@@ -91,7 +92,7 @@ def test_a_failing_command_is_still_measured_with_its_status(tmp_path: Path) -> 
 
 
 def test_a_command_that_cannot_start_is_one_clear_error_and_closes_the_windows(tmp_path: Path) -> None:
-    make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    RaplZone(tmp_path, "intel-rapl:0", "package-0")
     meter = RaplMeter(tmp_path)
     out_console, _ = console()
     with pytest.raises(FlopwattError, match=r"^cannot run 'flopwatt-no-such-command': No such file or directory$"):
@@ -101,8 +102,8 @@ def test_a_command_that_cannot_start_is_one_clear_error_and_closes_the_windows(t
 
 
 def test_watch_redraws_readings_until_ctrl_c(tmp_path: Path) -> None:
-    package = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    cpu_clock, gpu_clock = FakeClock(), ReplayClock()
+    zone = RaplZone(tmp_path, "intel-rapl:0", "package-0")
+    cpu_clock, gpu_clock = ReplayClock(), ReplayClock()
     nvml = ReplayNvml([ReplayGpu(load_trace("rtx3070_laptop_driver610"), gpu_clock)])
     meters = [RaplMeter(tmp_path, clock=cpu_clock), NvmlMeter.open(0, nvml=nvml, clock=gpu_clock)]
     sleeps: list[float] = []
@@ -111,7 +112,7 @@ def test_watch_redraws_readings_until_ctrl_c(tmp_path: Path) -> None:
         if len(sleeps) == 2:
             raise KeyboardInterrupt
         sleeps.append(seconds)
-        add_uj(package, 30e6)  # 30 J per second: 30 W
+        zone.add_joules(30)  # 30 J per second: 30 W
         cpu_clock.advance(seconds)
         gpu_clock.advance(0.1)
 
@@ -134,7 +135,7 @@ def test_render_readings_says_why_a_device_has_no_power() -> None:
 
 
 def test_cli_runs_a_command_and_has_help(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    package = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    package = RaplZone(tmp_path, "intel-rapl:0", "package-0").path
     monkeypatch.setenv("FLOPWATT_POWERCAP_ROOT", str(tmp_path))
     app = typer.Typer()
     app.command()(monitor)

@@ -1,14 +1,14 @@
 """The NVML meter against a stand-in NVML that replays readings recorded on real cards.
 
-The stand-in has pynvml's function names and raises pynvml's own NVMLError with NVML's codes;
-its readings come from tests/data/energy/*.json, each of which cites where they were recorded.
+The stand-in (tests/energy_fakes.py) has pynvml's function names and raises pynvml's own error
+classes; its readings come from tests/data/energy/*.json, each of which says where they were
+recorded and what is synthetic. Expected figures are worked out here from the trace files, not
+from the stand-in's own arithmetic.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -18,166 +18,21 @@ from typing import Any
 import pynvml
 import pytest
 
-from probes.energy import meter_for, repeat_until_measured
-from probes.energy.nvml import NvmlMeter, decode_clock_event_reasons, visible_cuda_devices
+from energy_fakes import ReplayClock, ReplayGpu, ReplayNvml, load_trace, replay
+from probes.energy import measure_idle, meter_for, repeat_until_measured
+from probes.energy.meter import SensorLost, SensorUnavailable
+from probes.energy.nvml import (
+    NVML_MIN_WINDOW_S,
+    NvmlFailure,
+    NvmlGpuLost,
+    NvmlMeter,
+    decode_clock_event_reasons,
+    error_for,
+    visible_cuda_devices,
+)
+from probes.measurement import Measurement
 
-DATA = Path(__file__).parent / "data" / "energy"
-
-
-def load_trace(name: str) -> dict[str, Any]:
-    return json.loads((DATA / f"{name}.json").read_text())
-
-
-class ReplayClock:
-    """Time the test moves by hand, so every window lasts exactly what the test says."""
-
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-
-
-class ReplayGpu:
-    """One GPU replaying a trace: reading k is at k * sample_interval_s, cycling; power and the
-    energy counter interpolate linearly between readings (so the counter is the power's integral)."""
-
-    def __init__(
-        self,
-        trace: dict[str, Any],
-        clock: Any,
-        *,
-        lost_at_s: float | None = None,
-        not_supported: tuple[str, ...] = (),
-    ) -> None:
-        self.trace = trace
-        self.name = trace["gpu"]
-        self.uuid = trace["uuid"]
-        self.clock = clock
-        self.lost_at_s = lost_at_s
-        self.not_supported = set(trace["not_supported"]) | set(not_supported)
-        self.missing = set(trace["missing_in_driver"])
-        self.readings = trace["readings"]
-        self.dt_s = trace["sample_interval_s"]
-
-    def check(self, function: str) -> None:
-        if self.lost_at_s is not None and self.clock() >= self.lost_at_s:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-        if function in self.missing:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
-        if function in self.not_supported:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-
-    def _position(self) -> tuple[int, float]:
-        steps = round(self.clock() / self.dt_s, 9)  # 0.7 / 0.1 is 6.999...: still reading 7
-        return math.floor(steps), steps - math.floor(steps)
-
-    def reading(self, key: str) -> Any:
-        k, _ = self._position()
-        return self.readings[k % len(self.readings)][key]
-
-    def power_mw(self) -> float:
-        k, frac = self._position()
-        p0 = self.readings[k % len(self.readings)]["power_mw"]
-        p1 = self.readings[(k + 1) % len(self.readings)]["power_mw"]
-        return p0 + (p1 - p0) * frac
-
-    def energy_mj(self) -> int:
-        """counter_start_mj plus the trapezoid integral of the interpolated power up to now."""
-        k, frac = self._position()
-        energy_mj = 0.0
-        for i in range(k):
-            a = self.readings[i % len(self.readings)]["power_mw"]
-            b = self.readings[(i + 1) % len(self.readings)]["power_mw"]
-            energy_mj += (a + b) / 2 * self.dt_s
-        p0 = self.readings[k % len(self.readings)]["power_mw"]
-        energy_mj += (p0 + self.power_mw()) / 2 * frac * self.dt_s
-        return self.trace["counter_start_mj"] + int(energy_mj)
-
-
-class ReplayNvml:
-    """Stands in for the pynvml module (the subset flopwatt calls)."""
-
-    NVMLError = pynvml.NVMLError
-
-    def __init__(self, gpus: list[ReplayGpu], *, init_error: int | None = None, without: tuple[str, ...] = ()) -> None:
-        self.gpus = gpus
-        self.init_error = init_error
-        self.initialised = 0
-        self.calls: list[str] = []
-        for name in without:  # functions an old nvidia-ml-py does not define
-            setattr(self, name, None)
-
-    def _gpu(self, handle: ReplayGpu, function: str) -> ReplayGpu:
-        self.calls.append(function)
-        handle.check(function)
-        return handle
-
-    def nvmlInit(self) -> None:
-        if self.init_error is not None:
-            raise pynvml.NVMLError(self.init_error)
-        self.initialised += 1
-
-    def nvmlShutdown(self) -> None:
-        self.initialised -= 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> ReplayGpu:
-        if index >= len(self.gpus):
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return self.gpus[index]
-
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> ReplayGpu:
-        for gpu in self.gpus:
-            if gpu.uuid == uuid:
-                return gpu
-        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-
-    def nvmlDeviceGetUUID(self, handle: ReplayGpu) -> str:
-        return handle.uuid
-
-    def nvmlDeviceGetName(self, handle: ReplayGpu) -> str:
-        return handle.name
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: ReplayGpu) -> int:
-        return self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption").energy_mj()
-
-    def nvmlDeviceGetPowerUsage(self, handle: ReplayGpu) -> int:
-        return int(self._gpu(handle, "nvmlDeviceGetPowerUsage").power_mw())
-
-    def nvmlDeviceGetFieldValues(self, handle: ReplayGpu, field_ids: list[tuple[int, int]]) -> list[Any]:
-        gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
-        assert field_ids == [(pynvml.NVML_FI_DEV_POWER_INSTANT, pynvml.NVML_POWER_SCOPE_GPU)]
-        if "NVML_FI_DEV_POWER_INSTANT" in gpu.not_supported:
-            return [SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_NOT_SUPPORTED, value=SimpleNamespace(uiVal=0))]
-        return [SimpleNamespace(nvmlReturn=pynvml.NVML_SUCCESS, value=SimpleNamespace(uiVal=int(gpu.power_mw())))]
-
-    def nvmlDeviceGetClockInfo(self, handle: ReplayGpu, clock_type: int) -> int:
-        key = {pynvml.NVML_CLOCK_SM: "sm_clock_mhz", pynvml.NVML_CLOCK_MEM: "mem_clock_mhz"}[clock_type]
-        return self._gpu(handle, "nvmlDeviceGetClockInfo").reading(key)
-
-    def nvmlDeviceGetTemperature(self, handle: ReplayGpu, sensor: int) -> int:
-        assert sensor == pynvml.NVML_TEMPERATURE_GPU
-        return self._gpu(handle, "nvmlDeviceGetTemperature").reading("temperature_c")
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: ReplayGpu) -> int:
-        return self._gpu(handle, "nvmlDeviceGetEnforcedPowerLimit").reading("power_limit_mw")
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: ReplayGpu) -> int:
-        return self._gpu(handle, "nvmlDeviceGetCurrentClocksEventReasons").reading("clocks_event_reasons")
-
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: ReplayGpu) -> int:
-        return self._gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").reading("clocks_event_reasons")
-
-
-def replay(name: str, clock: Any = None, **gpu_options: Any) -> tuple[ReplayNvml, ReplayClock]:
-    clock = clock or ReplayClock()
-    return ReplayNvml([ReplayGpu(load_trace(name), clock, **gpu_options)]), clock
+H100 = load_trace("h100_pcie_fp8_burst")
 
 
 def open_meter(nvml: ReplayNvml, clock: Any, **options: Any) -> NvmlMeter:
@@ -195,26 +50,261 @@ def run_window(meter: NvmlMeter, clock: ReplayClock, seconds: float, step_s: flo
     return meter.end_window()
 
 
+def h100_mj(t_s: float, key: str = "power_mw") -> float:
+    """Energy of the recorded H100 trace from 0 to t_s (mJ), each reading held until the next."""
+    readings = H100["readings"]
+    total = 0.0
+    for reading, following in zip(readings, [*readings[1:], None]):
+        start = reading["t_s"]
+        end = following["t_s"] if following else float("inf")
+        if start >= t_s:
+            break
+        total += reading[key] * (min(end, t_s) - start)
+    return total
+
+
+def h100_at(t_s: float, key: str) -> float:
+    """The H100 reading in force at t_s."""
+    return [r[key] for r in H100["readings"] if r["t_s"] <= t_s + 1e-9][-1]
+
+
+# -- the energy counter ------------------------------------------------------------------------
+
+
 def test_energy_counter_is_used_where_the_card_has_one() -> None:
     nvml, clock = replay("rtx2080_driver440")
     meter = open_meter(nvml, clock)
-    start_mj = nvml.gpus[0].energy_mj()
-    result = run_window(meter, clock, 2.0)
+    result = run_window(meter, clock, 5.0)
 
     assert meter.method == "nvml-counter"
     energy = result.energy
     assert energy.method == "nvml-counter"
-    assert energy.seconds == pytest.approx(2.0)
-    assert energy.joules == (nvml.gpus[0].energy_mj() - start_mj) / 1000
-    # The recorded draws alternate 176.98 W and 163.50 W: the average lies between them.
-    assert 163.5 < energy.watts_avg < 176.98
+    assert energy.seconds == pytest.approx(5.0)
+    # 25 tenths at each of the two recorded draws: 25 x 0.1 s x (176.98 + 163.50) W.
+    assert energy.joules == pytest.approx(851.2, abs=0.001)
+    assert energy.watts_avg == pytest.approx(170.24, abs=0.01)
     assert energy.watts_peak == pytest.approx(176.98)
+
+
+def test_a_window_reads_the_counter_as_it_last_stepped_at_both_ends() -> None:
+    """The H100 from idle into an FP8 matmul: the counter steps every 0.1 s, the window does not.
+
+    Opened at 4.55 s and closed at 10.55 s, the window sees the counter of 4.5 s and of 10.5 s:
+    the energy of those 6 s, divided by the window's own 6 s.
+    """
+    nvml, clock = replay("h100_pcie_fp8_burst", ReplayClock(4.55))
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 6.0)
+
+    start, end = H100["counter_start_mj"] + int(h100_mj(4.5)), H100["counter_start_mj"] + int(h100_mj(10.5))
+    assert result.energy.joules == pytest.approx((end - start) / 1000, abs=1e-9)
+    assert result.energy.seconds == pytest.approx(6.0)
+    assert result.energy.watts_avg == pytest.approx((end - start) / 1000 / 6.0, abs=1e-6)
+    assert result.energy.watts_peak == pytest.approx(max(h100_at(4.55 + k / 10, "power_mw") for k in range(61)) / 1000)
+
+
+def test_nvml_windows_shorter_than_five_seconds_are_repeated_not_reported() -> None:
+    nvml, clock = replay("h100_pcie_fp8_burst", ReplayClock(5.45))
+    meter = open_meter(nvml, clock)
+    assert meter.min_window_s == NVML_MIN_WINDOW_S == 5.0
+    short = run_window(meter, clock, 4.9)
+    assert short.too_short and not short.measured and short.energy.joules is None
+    assert "window of 4.90 s is shorter than the 5.0 s the nvml-counter sensor needs" in (
+        short.energy.unavailable_reason or ""
+    )
+
+
+def test_a_counter_that_did_not_advance_over_a_real_window_is_not_a_measurement() -> None:
+    # A counter that updates only every 10 s (or has stopped): 2 s of work, and it reads the same.
+    nvml, clock = replay("h100_pcie_fp8_burst", ReplayClock(0.5), counter_period_s=10.0)
+    meter = open_meter(nvml, clock, min_window_s=1.0)
+    still = run_window(meter, clock, 2.0)
+    assert still.too_short and not still.measured and still.energy.joules is None
+    assert "the nvml-counter counter did not advance over 2.00 s" in (still.energy.unavailable_reason or "")
+
+
+def test_a_counter_that_goes_backwards_voids_the_window() -> None:
+    nvml, clock = replay("h100_pcie_fp8_burst", ReplayClock(0.5), counter_reset_at_s=3.0)
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 6.0)
+    assert not result.measured and not result.too_short
+    assert "the NVML energy counter went backwards (driver reloaded?)" in (result.energy.unavailable_reason or "")
+
+
+def test_repeat_until_measured_grows_the_work_to_six_seconds() -> None:
+    nvml, clock = replay("rtx2080_driver440")
+    meter = open_meter(nvml, clock)
+
+    def work(repetitions: int) -> None:
+        clock.advance(0.25 * repetitions)  # each repetition takes 0.25 s of GPU time
+
+    run = repeat_until_measured(meter, work)
+    assert run.repetitions == 24  # 1 rep = 0.25 s, too short; 1.2 x 5 s / 0.25 s -> 24
+    assert run.result.measured and run.result.energy.seconds == pytest.approx(6.0)
+
+
+def test_idle_power_of_an_nvml_meter_takes_one_five_second_window() -> None:
+    nvml, clock = replay("h100_pcie_fp8_burst")
+    meter = open_meter(nvml, clock)
+    idle = measure_idle(meter, 3.0, sleep=clock.advance)
+
+    assert isinstance(idle, Measurement)
+    expected_w = (int(h100_mj(5.0)) - int(h100_mj(0.0))) / 1000 / 5.0
+    assert idle.samples == [pytest.approx(expected_w, abs=1e-9)]
+    assert idle.params == {"seconds": pytest.approx(5.0), "interval_s": 5.0}
+    assert idle.energy is not None and idle.energy.method == "nvml-counter"
+
+
+# -- polled power ------------------------------------------------------------------------------
+
+
+def test_pre_volta_card_without_a_counter_integrates_polled_power() -> None:
+    nvml, clock = replay("gtx1060_pascal")
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 5.0)
+
+    assert result.energy.method == "nvml-polling"
+    # One recorded reading, 6697 mW, replayed throughout: the integral is exact.
+    assert result.energy.joules == pytest.approx(6.697 * 5.0)
+    assert result.energy.watts_avg == pytest.approx(6.697)
+    assert result.energy.telemetry["throttle_reasons"] == ["gpu_idle"]
+    assert "Not Supported" in meter.unsupported["energy_counter"]
+
+
+def test_the_instant_power_field_is_polled_where_the_driver_has_it() -> None:
+    nvml, clock = replay("rtx3070_laptop_driver610", not_supported=("nvmlDeviceGetTotalEnergyConsumption",))
+    meter = open_meter(nvml, clock)
+    polled = run_window(meter, clock, 6.0).energy
+
+    assert polled.method == "nvml-polling"
+    assert polled.telemetry["power_source"] == "instant power field"
+    assert "nvmlDeviceGetPowerUsage" not in nvml.calls
+    # Twenty rounds of the three recorded draws, each held 0.1 s, sampled as they change.
+    assert polled.joules == pytest.approx(20 * 0.1 * (54.48 + 54.60 + 55.21), abs=1e-9)
+    assert polled.watts_peak == pytest.approx(55.21)
+    assert polled.telemetry["throttle_reasons"] == ["sw_power_cap"]
+
+
+def test_polling_the_one_second_average_lags_a_step_in_power() -> None:
+    """Without counter or instant field, nvmlDeviceGetPowerUsage is all there is: on Hopper a 1 s average."""
+    nvml, clock = replay(
+        "h100_pcie_fp8_burst",
+        ReplayClock(4.5),
+        not_supported=("nvmlDeviceGetTotalEnergyConsumption", "NVML_FI_DEV_POWER_INSTANT"),
+    )
+    meter = open_meter(nvml, clock)
+    polled = run_window(meter, clock, 6.0).energy
+
+    assert polled.method == "nvml-polling" and polled.telemetry["power_source"] == "nvmlDeviceGetPowerUsage"
+    samples_w = [h100_at(4.5 + k / 10, "power_avg_mw") / 1000 for k in range(61)]
+    trapezoids_j = sum((a + b) / 2 * 0.1 for a, b in zip(samples_w, samples_w[1:]))
+    assert polled.joules == pytest.approx(trapezoids_j, abs=1e-6)
+    # The recorded average trails the recorded instant power by about half a second at the step:
+    # 1.73 kJ against 1.84 kJ drawn, 6.0 % low (a 1.2 s window from 5.4 s reads 27.6 % low).
+    assert polled.joules == pytest.approx(1731.32, abs=0.01)
+    assert (h100_mj(10.5) - h100_mj(4.5)) / 1000 == pytest.approx(1842.46, abs=0.01)
+
+
+def test_function_missing_from_an_old_nvidia_ml_py_falls_back_to_polling() -> None:
+    clock = ReplayClock()
+    nvml = ReplayNvml(
+        [ReplayGpu(load_trace("rtx2080_driver440"), clock)], without=("nvmlDeviceGetTotalEnergyConsumption",)
+    )
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 5.0)
+
+    assert result.energy.method == "nvml-polling"
+    assert "upgrade nvidia-ml-py" in meter.unsupported["energy_counter"]
+    # Samples alternate 176.98 and 163.50 W every 0.1 s: every trapezoid is their mean.
+    assert result.energy.joules == pytest.approx(170.24 * 5.0, abs=1e-6)
+    assert result.energy.watts_avg == pytest.approx(170.24, abs=0.01)
+
+
+def test_power_failing_mid_window_costs_the_peak_not_the_counter_energy() -> None:
+    nvml, clock = replay(
+        "h100_pcie_fp8_burst", failing={"NVML_FI_DEV_POWER_INSTANT": (pynvml.NVMLError_NotSupported, 3.0)}
+    )
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 6.0)
+
+    assert result.measured
+    assert result.energy.joules == pytest.approx((int(h100_mj(6.0)) - int(h100_mj(0.0))) / 1000, abs=1e-9)
+    # Samples at 0.0-2.9 s only: the highest of them is the peak.
+    assert result.energy.watts_peak == pytest.approx(max(h100_at(k / 10, "power_mw") for k in range(30)) / 1000)
+    assert meter.power_source is None and result.energy.telemetry["power_source"] is None
+    assert "return code 3" in result.energy.telemetry["unavailable"]["power"]
+
+
+def test_a_passing_power_error_skips_one_sample_and_keeps_the_source() -> None:
+    nvml, clock = replay("h100_pcie_fp8_burst", failing={"NVML_FI_DEV_POWER_INSTANT": (pynvml.NVMLError_Unknown, 5.95)})
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 6.0)
+
+    assert result.measured and meter.power_source == "instant power field"
+    assert result.energy.telemetry["power_samples"] == 60  # 0.0-5.9 s; the read at 6.0 s failed
+    assert "return code 999" in result.energy.telemetry["telemetry_errors"]["power"]
+
+
+def test_polled_power_failing_mid_window_voids_it() -> None:
+    nvml, clock = replay(
+        "gtx1060_pascal", failing={"nvmlDeviceGetPowerUsage": (pynvml.NVMLError_Unknown, 2.0)}
+    )
+    result = run_window(open_meter(nvml, clock), clock, 5.0)
+    assert not result.measured and not result.too_short
+    assert "power reading stopped working" in (result.energy.unavailable_reason or "")
+
+
+# -- errors: telemetry never costs the energy, a lost GPU does ----------------------------------
+
+#: NVML return codes after which asking again gets the same answer (nvml.h).
+REFUSING = {"InvalidArgument", "NotSupported", "NoPermission", "DriverNotLoaded", "LibraryNotFound",
+            "FunctionNotFound", "LibRmVersionMismatch", "Deprecated"}  # fmt: skip
+LOSING = {"GpuIsLost", "ResetRequired", "GpuNotFound"}
+ERROR_CLASSES = sorted(
+    (name.removeprefix("NVMLError_"), cls)
+    for name, cls in vars(pynvml).items()
+    if name.startswith("NVMLError_") and isinstance(cls, type)
+)
+
+
+@pytest.mark.parametrize(("name", "error_class"), ERROR_CLASSES, ids=[n for n, _ in ERROR_CLASSES])
+def test_every_nvml_error_class_maps_to_what_it_means(name: str, error_class: type[pynvml.NVMLError]) -> None:
+    error = error_for(error_class().value, "NVML call")
+    if name in LOSING:
+        assert isinstance(error, NvmlGpuLost)
+    elif name in REFUSING:
+        assert isinstance(error, SensorUnavailable) and not isinstance(error, SensorLost)
+    else:
+        assert isinstance(error, NvmlFailure)
+
+
+@pytest.mark.parametrize(("name", "error_class"), ERROR_CLASSES, ids=[n for n, _ in ERROR_CLASSES])
+def test_a_failing_clock_reading_voids_the_window_only_when_the_gpu_is_lost(
+    name: str, error_class: type[pynvml.NVMLError]
+) -> None:
+    nvml, clock = replay("rtx2080_driver440", failing={"nvmlDeviceGetClockInfo": (error_class, 0.95)})
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 5.0)
+
+    if name in LOSING:
+        assert not result.measured and "GPU" in (result.energy.unavailable_reason or "")
+        return
+    assert result.measured and result.energy.joules == pytest.approx(851.2, abs=0.001)
+    telemetry = result.energy.telemetry
+    assert telemetry["sm_clock_hz"] == {"min": 1965e6, "median": pytest.approx(1972.5e6), "max": 1980e6}
+    assert telemetry["temperature_c"]["max"] == 45.0  # the other fields are still read
+    if name in REFUSING:  # noted once, never asked again
+        assert "sm_clock_hz" in telemetry["unavailable"] and "telemetry_errors" not in telemetry
+        assert "sm_clock_hz" not in run_window(meter, clock, 5.0).energy.telemetry
+    else:  # passing: skipped this time, asked again next time
+        assert telemetry["telemetry_errors"]["sm_clock_hz"].startswith("NVML nvmlDeviceGetClockInfo: ")
+        assert "sm_clock_hz" not in telemetry["unavailable"]
 
 
 def test_telemetry_falls_back_to_the_throttle_reasons_call_on_an_old_driver() -> None:
     nvml, clock = replay("rtx2080_driver440")
     meter = open_meter(nvml, clock)
-    telemetry = run_window(meter, clock, 1.0).energy.telemetry
+    telemetry = run_window(meter, clock, 5.0).energy.telemetry
 
     assert telemetry["gpu"] == "GeForce RTX 2080"
     assert telemetry["sm_clock_hz"]["min"] == 1965e6 and telemetry["sm_clock_hz"]["max"] == 1980e6
@@ -224,38 +314,8 @@ def test_telemetry_falls_back_to_the_throttle_reasons_call_on_an_old_driver() ->
     # R535 renamed the call; driver 440 only has the old one, and the reasons are still read.
     assert "nvmlDeviceGetCurrentClocksThrottleReasons" in nvml.calls
     assert telemetry["throttle_reasons"] == []
-    # Driver 440 predates the instant-power field: power comes from the 1 s average call.
+    # Driver 440 predates the instant-power field: power comes from nvmlDeviceGetPowerUsage.
     assert telemetry["power_source"] == "nvmlDeviceGetPowerUsage"
-
-
-def test_pre_volta_card_without_a_counter_integrates_polled_power() -> None:
-    nvml, clock = replay("gtx1060_pascal")
-    meter = open_meter(nvml, clock)
-    result = run_window(meter, clock, 1.5)
-
-    assert result.energy.method == "nvml-polling"
-    # One recorded reading, 6697 mW, replayed throughout: the integral is exact.
-    assert result.energy.joules == pytest.approx(6.697 * 1.5)
-    assert result.energy.watts_avg == pytest.approx(6.697)
-    assert result.energy.telemetry["throttle_reasons"] == ["gpu_idle"]
-    assert "Not Supported" in meter.unsupported["energy_counter"]
-
-
-def test_instant_power_field_is_preferred_and_integrates_to_the_counter() -> None:
-    counter_nvml, clock = replay("rtx3070_laptop_driver610")
-    with_counter = run_window(open_meter(counter_nvml, clock), clock, 3.0).energy
-
-    polled_nvml, clock = replay("rtx3070_laptop_driver610", not_supported=("nvmlDeviceGetTotalEnergyConsumption",))
-    meter = open_meter(polled_nvml, clock)
-    polled = run_window(meter, clock, 3.0).energy
-
-    assert polled.method == "nvml-polling" and with_counter.method == "nvml-counter"
-    assert polled.telemetry["power_source"] == "instant power field"
-    assert "nvmlDeviceGetPowerUsage" not in polled_nvml.calls
-    # Sampled at the replay's own instants, trapezoid integration matches the counter to the mJ.
-    assert polled.joules == pytest.approx(with_counter.joules, abs=0.002)
-    assert polled.watts_peak == pytest.approx(55.21)
-    assert polled.telemetry["throttle_reasons"] == ["sw_power_cap"]
 
 
 def test_geforce_without_power_readings_is_unavailable_but_still_shows_clocks() -> None:
@@ -273,58 +333,20 @@ def test_geforce_without_power_readings_is_unavailable_but_still_shows_clocks() 
     assert reading.temperature_c == 67 and reading.power_limit_w == 90.0
 
 
-def test_function_missing_from_an_old_nvidia_ml_py_falls_back_to_polling() -> None:
-    clock = ReplayClock()
-    nvml = ReplayNvml(
-        [ReplayGpu(load_trace("rtx2080_driver440"), clock)], without=("nvmlDeviceGetTotalEnergyConsumption",)
-    )
-    meter = open_meter(nvml, clock)
-    result = run_window(meter, clock, 1.0)
-
-    assert result.energy.method == "nvml-polling"
-    assert "upgrade nvidia-ml-py" in meter.unsupported["energy_counter"]
-    assert result.energy.joules == pytest.approx((176.98 + 163.50) / 2, rel=0.02)
-
-
 def test_gpu_lost_mid_window_keeps_the_run_going_with_a_reason() -> None:
     # As in LSSI-ETH/plmfit#40: "NVML: Failed to get usage(15): GPU is lost" on a TITAN RTX mid-run.
     nvml, clock = replay("rtx2080_driver440", lost_at_s=0.55)
     meter = open_meter(nvml, clock)
-    result = run_window(meter, clock, 1.5)
+    result = run_window(meter, clock, 5.0)
 
     assert not result.measured and not result.too_short
     assert "GPU is lost" in (result.energy.unavailable_reason or "")
     # The GPU is not asked again: the next window and reading fail at once, without raising.
     calls_before = len(nvml.calls)
-    second = run_window(meter, clock, 1.5)
+    second = run_window(meter, clock, 5.0)
     assert "GPU is lost" in (second.energy.unavailable_reason or "")
     assert "GPU is lost" in (meter.read().unavailable_reason or "")
     assert len(nvml.calls) == calls_before
-
-
-def test_short_window_and_still_counter_are_too_short_not_measured() -> None:
-    nvml, clock = replay("rtx2080_driver440")
-    meter = open_meter(nvml, clock)
-    short = run_window(meter, clock, 0.5)
-    assert short.too_short and not short.measured
-    assert "shorter than the 1.0 s" in (short.energy.unavailable_reason or "")
-
-    # A counter that has not ticked (here: no time passes on the replay) is not a measurement either.
-    meter.begin_window()
-    still = meter.end_window()
-    assert still.too_short and still.energy.joules is None
-
-
-def test_repeat_until_measured_grows_the_work_until_the_window_is_long_enough() -> None:
-    nvml, clock = replay("rtx2080_driver440")
-    meter = open_meter(nvml, clock)
-
-    def work(repetitions: int) -> None:
-        clock.advance(0.25 * repetitions)  # each repetition takes 0.25 s of GPU time
-
-    run = repeat_until_measured(meter, work)
-    assert run.repetitions == 5  # 1 rep = 0.25 s, too short; 1.2 s / 0.25 s -> 5
-    assert run.result.measured and run.result.energy.seconds == pytest.approx(1.25)
 
 
 def test_missing_nvml_gives_a_null_meter_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,6 +360,9 @@ def test_missing_nvml_gives_a_null_meter_with_the_reason(monkeypatch: pytest.Mon
     with meter_for("cuda:0").window() as w:
         pass
     assert "nvidia-ml-py is not installed" in (w.energy.unavailable_reason or "")
+
+
+# -- which GPU is cuda:N -----------------------------------------------------------------------
 
 
 def test_cuda_visible_devices_maps_cuda_indices_to_nvml_handles(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -381,6 +406,8 @@ def test_close_balances_nvml_init() -> None:
     assert nvml.initialised == 0
 
 
+# -- the sampler thread, in real time ----------------------------------------------------------
+
 #: The RTX 3070 Laptop trace's draws: every window's average lies between them. The margin covers
 #: the counter's whole-mJ reads and a scheduler delay of ~2 ms between reading the clock and the
 #: counter over a 1 s window.
@@ -389,7 +416,7 @@ LAPTOP_3070_WATTS = (54.48 - 0.1, 55.21 + 0.1)
 
 def test_background_sampler_polls_during_a_real_window() -> None:
     start_s = time.monotonic()
-    nvml, _ = replay("rtx3070_laptop_driver610", clock=lambda: time.monotonic() - start_s)
+    nvml, _ = replay("rtx3070_laptop_driver610", clock=lambda: time.monotonic() - start_s, counter_period_s=0)
     meter = NvmlMeter.open(0, nvml=nvml, poll_interval_s=0.01, min_window_s=0.2)
     assert isinstance(meter, NvmlMeter)
     with meter.window() as w:
@@ -402,9 +429,10 @@ def test_background_sampler_polls_during_a_real_window() -> None:
 class SlowPowerGpu(ReplayGpu):
     """A driver whose power read takes 40 ms, as NVML's can on a busy system."""
 
-    def power_mw(self) -> float:
-        time.sleep(0.04)
-        return super().power_mw()
+    def reading(self, key: str) -> Any:
+        if key == "power_mw":
+            time.sleep(0.04)
+        return super().reading(key)
 
 
 def test_a_slow_sampler_does_not_stretch_the_counter_window() -> None:
@@ -415,12 +443,15 @@ def test_a_slow_sampler_does_not_stretch_the_counter_window() -> None:
     count.
     """
     start_s = time.monotonic()
-    gpu = SlowPowerGpu(load_trace("rtx3070_laptop_driver610"), lambda: time.monotonic() - start_s)
+    gpu = SlowPowerGpu(load_trace("rtx3070_laptop_driver610"), lambda: time.monotonic() - start_s, counter_period_s=0)
     meter = NvmlMeter.open(0, nvml=ReplayNvml([gpu]), poll_interval_s=0.001, min_window_s=0.2)
     assert isinstance(meter, NvmlMeter) and meter.method == "nvml-counter"
     with meter.window() as w:
         time.sleep(0.5)
     assert LAPTOP_3070_WATTS[0] <= w.energy.watts_avg <= LAPTOP_3070_WATTS[1]
+
+
+# -- small parts -------------------------------------------------------------------------------
 
 
 def test_decode_clock_event_reasons_names_every_bit() -> None:

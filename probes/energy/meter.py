@@ -8,7 +8,8 @@ so the probe keeps its figure and says why energy is missing.
 How a probe uses a window
 -------------------------
 Power sensors are slow: NVML's energy counter moves every 20-100 ms, its averaged power over 1 s.
-A window shorter than `meter.min_window_s` (1 s), or one over which the counter did not move,
+A window shorter than `meter.min_window_s` (1 s; 5 s for NVML, see probes.energy.nvml), or one
+over which the counter did not move,
 comes back with `too_short=True` and an unavailable `energy` (so ignoring the flag still records
 nothing false). The probe then repeats its work in a longer window. `repeat_until_measured`
 does exactly that::
@@ -44,7 +45,7 @@ from typing import Any
 
 from probes.measurement import Energy, EnergyMethod, Measurement, Unavailable
 
-#: Shortest window a sensor is trusted for (NVML's averaged power spans 1 s).
+#: Shortest window a sensor is trusted for, unless its meter says longer (NVML: 5 s).
 MIN_WINDOW_S = 1.0
 
 #: Seconds from an arbitrary start. Meters default to time.perf_counter: time.monotonic ticks every
@@ -371,9 +372,11 @@ def measure_idle(
 ) -> Measurement | Unavailable:
     """Idle power of one device: back-to-back windows of `interval_s`, one sample (W) each.
 
-    Run it before any probe loads the device. The caller then passes the median to
-    `meter.set_idle_watts`, so later windows can report energy above idle.
+    A window is never shorter than the meter trusts (`meter.min_window_s`), so an NVML meter takes
+    one 5 s window where `seconds` asks for 3. Run it before any probe loads the device. The caller
+    then passes the median to `meter.set_idle_watts`, so later windows can report energy above idle.
     """
+    interval_s = max(interval_s, meter.min_window_s)
     count = max(1, round(seconds / interval_s))
     results: list[WindowResult] = []
     for _ in range(count):

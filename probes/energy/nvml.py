@@ -8,15 +8,37 @@ Method, best first:
 Either way the window's thread also samples SM/memory clocks, temperature, the enforced power limit
 and the clock-event (throttle) reasons, which go into Energy.telemetry.
 
+Windows last at least NVML_MIN_WINDOW_S (5 s), not the 1 s other sensors get, because NVML's
+readings move in steps: the energy counter every 20-100 ms (PETSc's PetscLogGpuEnergyMeter notes;
+Zeus measured ~100 ms), the instant-power field every ~100 ms (tests/data/energy/h100_pcie_fp8_burst.json).
+A window that opens on an idle GPU and closes at full power reads the counter's last update at
+each end, so it misses up to one period of full power: on an RTX 4090 (30 W idle, 450 W busy,
+0.1 s period) 45 J at worst and 21 J on average, 8 % (3.9 %) of the 1.2 s windows used before,
+1.7 % (0.8 %) of the 6 s windows repeat_until_measured now aims at. Aligning the edges to
+counter ticks instead (spinning until it moves) was the alternative; it was not taken because
+the wait for the closing tick adds idle time to the window (an idle tail of up to one period,
+which lowers watts_avg, the figure efficiency and the projection use, by as much as it fixes),
+and because when the counter's value is stamped inside its period is undocumented. Zeus's
+profiler (zeus.profile) likewise settles on 5 s measurement windows. nvmlDeviceGetPowerUsage,
+used only without a counter and without the instant field, is a 1 s average on Ampere and newer
+(its value lags the work by ~0.5 s): a 6 s window that starts at a step from idle reads ~8 % low,
+a 1.2 s one ~40 %.
+
 Every NVML call goes through `NvmlLibrary.call`, the one place NVML errors become typed exceptions:
 
     NvmlError (EnergyError)
     ├── NvmlNotSupported     NOT_SUPPORTED: the card lacks the reading (GeForce, laptop, pre-Volta)
     ├── NvmlFunctionMissing  the driver or nvidia-ml-py is older than the call
     ├── NvmlNoPermission
+    ├── NvmlRefused          INVALID_ARGUMENT, DEPRECATED: this driver will never answer it as asked
     ├── NvmlLibraryMissing   no driver / library, nvidia-ml-py not installed
     ├── NvmlGpuLost          the GPU fell off the bus or needs a reset (also SensorLost)
-    └── NvmlFailure          any other NVML error (also SensorLost)
+    └── NvmlFailure          any other NVML error: UNKNOWN, NOT_READY, TIMEOUT... (also SensorLost)
+
+The first five are SensorUnavailable: asking again gets the same answer. Only a lost GPU, or a
+failure of the reading the energy comes from, voids a window: a telemetry field (clocks,
+temperature, power limit, throttle reasons) that fails is left out of that reading, and so is the
+power sample when the counter gives the energy.
 
 The NVML module object is injected (`nvml=`), so tests pass a stand-in that replays real readings.
 """
@@ -31,7 +53,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from probes.energy.meter import (
-    MIN_WINDOW_S,
     Clock,
     EnergyError,
     EnergyMeter,
@@ -80,8 +101,15 @@ def decode_clock_event_reasons(mask: int) -> list[str]:
     return names
 
 
+#: Shortest window an NVML meter trusts; the module docstring says why 5 s.
+NVML_MIN_WINDOW_S = 5.0
+
+
 class NvmlError(EnergyError):
     """An NVML call failed; the message names the call and NVML's reason."""
+
+    #: NVML's return code (nvml.h), None when nvidia-ml-py lacks the function altogether.
+    code: int | None = None
 
 
 class NvmlNotSupported(NvmlError, SensorUnavailable):
@@ -93,6 +121,10 @@ class NvmlFunctionMissing(NvmlError, SensorUnavailable):
 
 
 class NvmlNoPermission(NvmlError, SensorUnavailable):
+    pass
+
+
+class NvmlRefused(NvmlError, SensorUnavailable):
     pass
 
 
@@ -110,6 +142,7 @@ class NvmlFailure(NvmlError, SensorLost):
 
 # NVML return code -> (exception, what it means for the user). Codes from nvml.h.
 _ERRORS: dict[int, tuple[type[NvmlError], str]] = {
+    2: (NvmlRefused, "the driver does not accept this request for this GPU"),
     3: (NvmlNotSupported, "this GPU does not report it (usual on GeForce, laptop and pre-Volta cards)"),
     4: (NvmlNoPermission, "NVML refused the request"),
     9: (NvmlLibraryMissing, "the NVIDIA driver is not loaded"),
@@ -118,8 +151,17 @@ _ERRORS: dict[int, tuple[type[NvmlError], str]] = {
     15: (NvmlGpuLost, "the GPU fell off the bus"),
     16: (NvmlGpuLost, "the GPU needs a reset"),
     18: (NvmlLibraryMissing, "the NVML library and the kernel driver differ in version; reboot?"),
+    26: (NvmlRefused, "the driver no longer offers this call"),
     28: (NvmlGpuLost, "the GPU is no longer present"),
 }
+
+
+def error_for(code: int | None, message: str) -> NvmlError:
+    """The typed exception for NVML return code `code`, its message saying what it means for the user."""
+    cls, meaning = _ERRORS.get(code, (NvmlFailure, "")) if code is not None else (NvmlFailure, "")
+    error = cls(message + (f" ({meaning})" if meaning else ""))
+    error.code = code
+    return error
 
 
 class NvmlLibrary:
@@ -136,8 +178,7 @@ class NvmlLibrary:
         try:
             return function(*args)
         except self.module.NVMLError as exc:
-            cls, meaning = _ERRORS.get(getattr(exc, "value", None), (NvmlFailure, ""))
-            raise cls(f"NVML {name}: {exc}" + (f" ({meaning})" if meaning else "")) from exc
+            raise error_for(getattr(exc, "value", None), f"NVML {name}: {exc}") from exc
 
     def init(self) -> None:
         self.call("nvmlInit")
@@ -249,7 +290,7 @@ class NvmlMeter(EnergyMeter):
         *,
         poll_interval_s: float = 0.05,
         telemetry_every: int = 5,
-        min_window_s: float = MIN_WINDOW_S,
+        min_window_s: float = NVML_MIN_WINDOW_S,
         clock: Clock = time.perf_counter,
     ) -> None:
         """Ask the card once what it supports; NvmlError if it cannot be asked at all (lost, no permission)."""
@@ -267,7 +308,7 @@ class NvmlMeter(EnergyMeter):
         try:
             self._read_counter_mj()
             self.method = "nvml-counter"
-        except (NvmlNotSupported, NvmlFunctionMissing) as exc:
+        except SensorUnavailable as exc:
             self.unsupported["energy_counter"] = str(exc)
             self.method = "nvml-polling"
         self.power_source = self._find_power_source()
@@ -283,6 +324,8 @@ class NvmlMeter(EnergyMeter):
         self._trace = PowerTrace()
         self._series: dict[str, list[float]] = {}
         self._reasons_seen: set[str] = set()
+        #: Readings that failed this window without voiding it: field -> the last error.
+        self._telemetry_errors: dict[str, str] = {}
         self._polls = 0
         self._window_failure: EnergyError | None = None
 
@@ -320,8 +363,8 @@ class NvmlMeter(EnergyMeter):
         value = self._lib.call(
             "nvmlDeviceGetFieldValues", self._handle, [(NVML_FI_DEV_POWER_INSTANT, NVML_POWER_SCOPE_GPU)]
         )[0]
-        if value.nvmlReturn != NVML_SUCCESS:
-            raise NvmlNotSupported(f"NVML instant power field: return code {value.nvmlReturn}")
+        if value.nvmlReturn != NVML_SUCCESS:  # the call worked; this field carries its own code
+            raise error_for(value.nvmlReturn, f"NVML instant power field: return code {value.nvmlReturn}")
         return float(value.value.uiVal)
 
     def _usage_power_mw(self) -> float:
@@ -331,12 +374,12 @@ class NvmlMeter(EnergyMeter):
         try:
             self._instant_power_mw()
             return "instant power field"
-        except (NvmlNotSupported, NvmlFunctionMissing) as exc:
+        except SensorUnavailable as exc:
             self.unsupported["instant_power"] = str(exc)
         try:
             self._usage_power_mw()
             return "nvmlDeviceGetPowerUsage"
-        except (NvmlNotSupported, NvmlFunctionMissing) as exc:
+        except SensorUnavailable as exc:
             self.unsupported["power"] = str(exc)
         return None
 
@@ -368,15 +411,22 @@ class NvmlMeter(EnergyMeter):
             return self._lib.call(self._reasons_call, self._handle)
 
     def _telemetry_now(self) -> dict[str, Any]:
-        """One reading of each telemetry field the card supports; unsupported ones are noted once."""
+        """One reading of each telemetry field the card supports.
+
+        A field the card will never give is noted once and not asked again; one that failed this
+        time (UNKNOWN, NOT_READY...) is left out of this reading and noted in the window's
+        `telemetry_errors`. Only a lost GPU raises.
+        """
         values: dict[str, Any] = {}
         for name in _TELEMETRY_FIELDS:
             if name in self.unsupported:
                 continue
             try:
                 values[name] = self._read_field(name)
-            except (NvmlNotSupported, NvmlFunctionMissing, NvmlNoPermission) as exc:
+            except SensorUnavailable as exc:
                 self.unsupported[name] = str(exc)
+            except NvmlFailure as exc:
+                self._telemetry_errors[name] = str(exc)
         return values
 
     # -- windows ------------------------------------------------------------------------------
@@ -399,6 +449,7 @@ class NvmlMeter(EnergyMeter):
         self._trace = PowerTrace()
         self._series = {}
         self._reasons_seen = set()
+        self._telemetry_errors = {}
         self._polls = 0
         self._window_failure = None
         with self._noting_loss():
@@ -421,11 +472,17 @@ class NvmlMeter(EnergyMeter):
         if self.power_source is not None:
             try:
                 self._trace.add(t, self._power_w())
-            except (NvmlNotSupported, NvmlFunctionMissing) as exc:
-                if self.method == "nvml-polling":
+            except NvmlGpuLost:
+                raise
+            except NvmlError as exc:
+                if self.method == "nvml-polling":  # the power samples are the energy
                     raise SensorLost(f"power reading stopped working: {exc}") from exc
-                self.power_source = None  # the counter still gives energy; only the peak is lost
-                self.unsupported["power"] = str(exc)
+                # The counter still gives the energy; only this sample of the peak is lost.
+                if isinstance(exc, SensorUnavailable):
+                    self.power_source = None
+                    self.unsupported["power"] = str(exc)
+                else:
+                    self._telemetry_errors["power"] = str(exc)
         if telemetry:
             for name, value in self._telemetry_now().items():
                 if name == "throttle_reasons":
@@ -470,6 +527,8 @@ class NvmlMeter(EnergyMeter):
             summary["throttle_reasons"] = sorted(self._reasons_seen)
         if self.unsupported:
             summary["unavailable"] = dict(self.unsupported)
+        if self._telemetry_errors:
+            summary["telemetry_errors"] = dict(self._telemetry_errors)
         return summary
 
     def _read(self) -> PowerReading:
