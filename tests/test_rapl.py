@@ -1,162 +1,160 @@
 """The RAPL reader against powercap sysfs trees built in tmp_path.
 
-The figures (wrap ranges, package energies, the MSR/MMIO/psys overlap) are real readings cited in
-tests/data/energy/rapl_sources.json. Tests run as root, where chmod 000 stops nothing: an
-unreadable counter is a directory, or a reader that raises PermissionError.
+The trees' counters behave as the kernel's (tests/energy_fakes.py's RaplZone: a 32-bit count of
+energy units, shown in whole µJ); the figures (units, package energies, the MSR/MMIO/psys
+overlap) are real readings cited in tests/data/energy/rapl_sources.json. Tests run as root, where
+chmod 000 stops nothing: an unreadable counter is a directory, or a reader that raises
+PermissionError.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import os
 import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
+from energy_fakes import RAW_COUNTER_MAX, RaplZone, ReplayClock
 from probes.energy import NullMeter, measure_idle, meter_for, repeat_until_measured
 from probes.energy.nvml import NvmlMeter
 from probes.energy.rapl import EstimatedCpuMeter, RaplMeter, cpu_meter, powercap_root
 from probes.measurement import Measurement, Unavailable
 
 SOURCES = json.loads((Path(__file__).parent / "data" / "energy" / "rapl_sources.json").read_text())
-HASWELL_RANGE_UJ: int = SOURCES["haswell_max_energy_range_uj"]
-AMD_RANGE_UJ = SOURCES["amd_zen5"]["wrap_s"] * SOURCES["amd_zen5"]["at_w"] * 10**6
+HASWELL_ESU: int = SOURCES["haswell_esu"]
+AMD_ESU: int = SOURCES["amd_zen5"]["esu"]
+#: Whole µJ can lose up to 1 µJ at each of a window's two reads.
+READ_UJ = 2e-6
+
+Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-
-
-def make_zone(
-    root: Path, dirname: str, name: str, energy_uj: int, range_uj: int = HASWELL_RANGE_UJ, tdp_uw: int | None = None
-) -> Path:
-    zone = root / dirname
-    zone.mkdir(parents=True)
-    (zone / "name").write_text(f"{name}\n")
-    write_uj(zone, energy_uj)
-    (zone / "max_energy_range_uj").write_text(f"{range_uj}\n")
-    if tdp_uw is not None:
-        (zone / "constraint_0_max_power_uw").write_text(f"{tdp_uw}\n")
-    return zone
-
-
-def write_uj(zone: Path, value_uj: int) -> None:
-    """Replace the counter atomically: a reader thread must never see a half-written file."""
-    (zone / "energy_uj.new").write_text(f"{value_uj}\n")
-    os.replace(zone / "energy_uj.new", zone / "energy_uj")
-
-
-def add_uj(zone: Path, delta_uj: float, range_uj: int = HASWELL_RANGE_UJ) -> None:
-    write_uj(zone, (int((zone / "energy_uj").read_text()) + round(delta_uj)) % range_uj)
-
-
-def rapl(root: Path, clock: FakeClock, **options: object) -> RaplMeter:
+def rapl(root: Path, clock: ReplayClock, **options: object) -> RaplMeter:
     # A reader thread that never wakes: tests poll() by hand where a read between the ends matters.
     return RaplMeter(root, clock=clock, poll_interval_s=3600, **options)  # type: ignore[arg-type]
 
 
+def package(root: Path, index: int = 0, **options: object) -> RaplZone:
+    return RaplZone(root, f"intel-rapl:{index}", f"package-{index}", **options)  # type: ignore[arg-type]
+
+
+def test_the_zone_stand_in_matches_the_recorded_haswell_range(tmp_path: Path) -> None:
+    assert package(tmp_path, esu=HASWELL_ESU).max_energy_range_uj == SOURCES["haswell_max_energy_range_uj"]
+
+
 def test_two_socket_package_counters_are_summed(tmp_path: Path) -> None:
     gnr = SOURCES["granite_rapids"]
-    pkg0 = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    pkg1 = make_zone(tmp_path, "intel-rapl:1", "package-1", 3 * 10**9)
-    clock = FakeClock()
+    pkg0, pkg1 = package(tmp_path, 0, raw=10**7), package(tmp_path, 1, raw=3 * 10**7)
+    clock = ReplayClock(1000.0)
     meter = rapl(tmp_path, clock)
 
     meter.begin_window()
-    add_uj(pkg0, gnr["package_joules"][0] * 1e6)
-    add_uj(pkg1, gnr["package_joules"][1] * 1e6)
+    added0, added1 = pkg0.add_joules(gnr["package_joules"][0]), pkg1.add_joules(gnr["package_joules"][1])
     clock.advance(gnr["seconds"])
     result = meter.end_window()
 
+    assert added0 == pytest.approx(190.462097, abs=31e-6) and added1 == pytest.approx(243.075195, abs=31e-6)
     assert result.energy.method == "rapl"
-    assert result.energy.joules == pytest.approx(190.462097 + 243.075195)
-    assert result.energy.watts_avg == pytest.approx((190.462097 + 243.075195) / 1.001)
+    assert result.energy.joules == pytest.approx(added0 + added1, abs=2 * READ_UJ)
+    assert result.energy.watts_avg == pytest.approx((added0 + added1) / 1.001, abs=2 * READ_UJ)
     assert result.energy.telemetry["zones"] == {
-        "package-0": pytest.approx(190.462097),
-        "package-1": pytest.approx(243.075195),
+        "package-0": pytest.approx(added0, abs=READ_UJ),
+        "package-1": pytest.approx(added1, abs=READ_UJ),
     }
 
 
 def test_nested_zones_psys_and_the_mmio_twin_are_not_counted(tmp_path: Path) -> None:
     laptop = SOURCES["core_ultra_265h"]
-    package = make_zone(tmp_path, "intel-rapl:0", "package-0", 5 * 10**9)
+    pkg = package(tmp_path)
     others = [
-        make_zone(tmp_path, "intel-rapl:0:0", "core", 10**9),  # flat entry, as /sys/class/powercap lists it
-        make_zone(tmp_path, "intel-rapl:0:1", "uncore", 10**9),
-        make_zone(tmp_path, "intel-rapl:0/intel-rapl:0:2", "dram", SOURCES["haswell_dram_energy_uj"]),  # nested
-        make_zone(tmp_path, "intel-rapl:1", "psys", 7 * 10**9),
-        make_zone(tmp_path, "intel-rapl-mmio:0", "package-0", 5 * 10**9),
+        RaplZone(tmp_path, "intel-rapl:0:0", "core"),  # flat entry, as /sys/class/powercap lists it
+        RaplZone(tmp_path, "intel-rapl:0:1", "uncore"),
+        RaplZone(tmp_path, "intel-rapl:0/intel-rapl:0:2", "dram"),  # nested
+        RaplZone(tmp_path, "intel-rapl:1", "psys"),
+        RaplZone(tmp_path, "intel-rapl-mmio:0", "package-0"),
     ]
-    clock = FakeClock()
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     assert [z.name for z in meter.zones] == ["package-0"]
 
     meter.begin_window()
-    add_uj(package, laptop["msr_package_w"] * 2e6)
+    added = pkg.add_joules(laptop["msr_package_w"] * 2)
     for zone, watts in zip(others, (0.84, 0.21, 1.0, laptop["psys_w"], laptop["mmio_package_w"])):
-        add_uj(zone, watts * 2e6)
+        zone.add_joules(watts * 2)
     clock.advance(2.0)
     result = meter.end_window()
 
-    assert result.energy.watts_avg == pytest.approx(laptop["msr_package_w"])
+    assert result.energy.joules == pytest.approx(added, abs=READ_UJ)
+    assert result.energy.watts_avg == pytest.approx(3.93, abs=1e-4)
 
 
 def test_mmio_zone_is_used_only_without_msr_zones(tmp_path: Path) -> None:
-    mmio = make_zone(tmp_path, "intel-rapl-mmio:0", "package-0", 10**6)
-    clock = FakeClock()
+    mmio = RaplZone(tmp_path, "intel-rapl-mmio:0", "package-0")
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     meter.begin_window()
-    add_uj(mmio, 3.78e6)
+    added = mmio.add_joules(3.78)
     clock.advance(1.0)
-    assert meter.end_window().energy.joules == pytest.approx(3.78)
+    assert meter.end_window().energy.joules == pytest.approx(added, abs=READ_UJ)
+
+
+def test_a_wrap_counts_the_unit_from_the_top_of_the_range_back_to_zero(tmp_path: Path) -> None:
+    """25 units across the wrap, 10 of them to reach 0: the kernel's energy_uj drops from
+    max_energy_range_uj to 0 in the last of those ten, so a reader adding only the range loses 61 µJ."""
+    pkg = package(tmp_path, raw=RAW_COUNTER_MAX - 9, esu=HASWELL_ESU)
+    clock = ReplayClock()
+    meter = rapl(tmp_path, clock)
+    meter.begin_window()
+    pkg.add_units(25)
+    clock.advance(1.0)
+    result = meter.end_window()
+    assert pkg.raw == 15  # the counter really wrapped
+    assert result.energy.joules == pytest.approx(25 * 61.03515625e-6, abs=READ_UJ)
 
 
 def test_a_wrap_between_two_reads_is_undone(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", HASWELL_RANGE_UJ - 5 * 10**6)
-    clock = FakeClock()
+    pkg = package(tmp_path, esu=HASWELL_ESU)
+    pkg.add_units(RAW_COUNTER_MAX + 1 - pkg.units(5.0))  # 5 J before the wrap
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     meter.begin_window()
-    add_uj(pkg, 65e6)  # 5 J to the wrap point, 60 J after it
+    added = pkg.add_joules(65.0)  # 5 J to the wrap point, 60 J after it
     clock.advance(1.0)
     result = meter.end_window()
-    assert int((pkg / "energy_uj").read_text()) == 60 * 10**6  # the counter really wrapped
-    assert result.energy.joules == pytest.approx(65.0)
+    assert pkg.raw == pkg.units(60.0)
+    assert result.energy.joules == pytest.approx(added, abs=READ_UJ)
 
 
 def test_reader_polls_catch_more_than_one_wrap_range_per_window(tmp_path: Path) -> None:
     # AMD Zen 5: the counter wraps every 234 s at 280 W. A 250 s window at 280 W passes its start
     # value again; only the reads in between can tell 70 kJ from 4.5 kJ.
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9, range_uj=AMD_RANGE_UJ)
+    pkg = package(tmp_path, raw=10**9, esu=AMD_ESU)
+    assert pkg.max_energy_range_uj == 65535999984  # 65.536 kJ: 234 s at 280 W, as turbostat says
     # At the 1000 W ceiling this range wraps in 65 s: one read a second is plenty.
     assert RaplMeter(tmp_path).poll_interval_s == 1.0
-    clock = FakeClock()
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
 
     meter.begin_window()
+    added = 0.0
     for _ in range(5):
-        add_uj(pkg, 280 * 50 * 1e6, AMD_RANGE_UJ)
+        added += pkg.add_joules(280 * 50)
         clock.advance(50)
         meter.poll()
     result = meter.end_window()
 
-    assert result.energy.joules == pytest.approx(280 * 250)
-    assert result.energy.watts_peak == pytest.approx(280)
+    assert added == pytest.approx(280 * 250, abs=1e-4)
+    assert result.energy.joules == pytest.approx(added, abs=5 * READ_UJ)
+    assert result.energy.watts_peak == pytest.approx(280, abs=1e-6)
 
 
 def test_background_reader_thread_sees_wraps_in_real_time(tmp_path: Path) -> None:
-    small_range_uj = 10**6
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 0, range_uj=small_range_uj)
-    assert RaplMeter(tmp_path).poll_interval_s == 0.01  # a range this small wraps in 1 ms at 1000 W
+    # ESU 31 (0.47 nJ units) makes a 2 J range, which the test wraps in milliseconds.
+    pkg = package(tmp_path, esu=31)
+    assert RaplMeter(tmp_path).poll_interval_s == 0.01  # a range this small wraps in 2 ms at 1000 W
     meter = RaplMeter(tmp_path, poll_interval_s=0.005, max_package_w=1e9, min_window_s=0.05)
     polls = 0
     thread_poll = meter.poll
@@ -169,20 +167,22 @@ def test_background_reader_thread_sees_wraps_in_real_time(tmp_path: Path) -> Non
     meter.poll = counted_poll  # type: ignore[method-assign]
     with meter.window() as w:
         for fraction in (0.6, 0.2, 0.7, 0.3, 0.5):  # wraps after 0.6 and after 0.7
-            write_uj(pkg, int(fraction * small_range_uj))
+            pkg.raw = round(fraction * 2**32)
+            pkg.write()
             seen, deadline = polls, time.monotonic() + 5
             while polls < seen + 2:  # the thread, not the test, has read the new value
                 assert time.monotonic() < deadline, "the reader thread stopped polling"
                 time.sleep(0.002)
-    assert w.energy.joules == pytest.approx(2.5)
+    # 0.6 + 0.6 + 0.5 + 0.6 + 0.2 of the 2**32-unit range: 2.5 x 2 J.
+    assert w.energy.joules == pytest.approx(5.0, abs=1e-5)
 
 
 def test_an_impossible_jump_is_rejected_not_reported(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    clock = FakeClock()
+    pkg = package(tmp_path, raw=10**9)
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     meter.begin_window()
-    add_uj(pkg, 50_000e6)  # 50 kJ in 1 s: 50 kW from one package
+    pkg.add_joules(50_000)  # 50 kJ in 1 s: 50 kW from one package
     clock.advance(1.0)
     result = meter.end_window()
 
@@ -191,23 +191,25 @@ def test_an_impossible_jump_is_rejected_not_reported(tmp_path: Path) -> None:
 
     # The next window starts from the new value and measures normally.
     meter.begin_window()
-    add_uj(pkg, 100e6)
+    added = pkg.add_joules(100)
     clock.advance(1.0)
-    assert meter.end_window().energy.joules == pytest.approx(100.0)
+    assert meter.end_window().energy.joules == pytest.approx(added, abs=READ_UJ)
 
 
 def test_counter_going_backwards_without_a_wrap_point_is_rejected(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9, range_uj=0)  # some kernels report 0
-    clock = FakeClock()
+    pkg = package(tmp_path, raw=10**9)
+    (pkg.path / "max_energy_range_uj").write_text("0\n")  # some kernels report 0
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     meter.begin_window()
-    write_uj(pkg, 5)
+    pkg.raw = 5
+    pkg.write()
     clock.advance(1.0)
     assert "wrap point is unknown" in (meter.end_window().energy.unavailable_reason or "")
 
 
 def test_permission_denied_is_reported_with_the_reason(tmp_path: Path) -> None:
-    make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    package(tmp_path)
 
     def read_as_user(path: Path) -> str:
         if path.name == "energy_uj":  # what the Platypus fix made root-only
@@ -224,9 +226,9 @@ def test_permission_denied_is_reported_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_counter_file_is_reported(tmp_path: Path) -> None:
-    zone = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    (zone / "energy_uj").unlink()
-    (zone / "energy_uj").mkdir()  # unreadable even for root
+    zone = package(tmp_path)
+    (zone.path / "energy_uj").unlink()
+    (zone.path / "energy_uj").mkdir()  # unreadable even for root
     with meter_for("cpu", powercap_root=tmp_path).window() as w:
         pass
     assert "Is a directory" in (w.energy.unavailable_reason or "")
@@ -241,18 +243,17 @@ def test_missing_powercap_and_the_root_override(tmp_path: Path, monkeypatch: pyt
         pass
     assert "no RAPL package zone" in (w.energy.unavailable_reason or "")
 
-    make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
+    package(tmp_path)
     monkeypatch.setenv("FLOPWATT_POWERCAP_ROOT", str(tmp_path))
     assert powercap_root() == tmp_path
     assert isinstance(meter_for("cpu"), RaplMeter)
 
 
 def test_estimate_only_when_asked_and_always_labelled(tmp_path: Path) -> None:
-    tdp_uw = SOURCES["granite_rapids"]["tdp_w"] * 10**6
     for index in (0, 1):
-        zone = make_zone(tmp_path, f"intel-rapl:{index}", f"package-{index}", 10**9, tdp_uw=tdp_uw)
-        (zone / "energy_uj").unlink()
-        (zone / "energy_uj").mkdir()
+        zone = package(tmp_path, index, tdp_w=SOURCES["granite_rapids"]["tdp_w"])
+        (zone.path / "energy_uj").unlink()
+        (zone.path / "energy_uj").mkdir()
 
     assert isinstance(cpu_meter(tmp_path), NullMeter)
     estimated = cpu_meter(tmp_path, estimate=True)
@@ -260,8 +261,7 @@ def test_estimate_only_when_asked_and_always_labelled(tmp_path: Path) -> None:
     assert isinstance(cpu_meter(tmp_path / "absent", estimate=True), NullMeter)  # no TDP, no guess
 
 
-def test_estimate_is_tdp_times_load(tmp_path: Path) -> None:
-    Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
+def test_estimate_is_tdp_times_load() -> None:
     snapshots = iter(
         [
             Times(100, 0, 50, 800, 50, 0, 0, 0, 0, 0),  # construction
@@ -270,7 +270,7 @@ def test_estimate_is_tdp_times_load(tmp_path: Path) -> None:
             Times(200, 0, 100, 1000, 100, 0, 0, 0, 40, 0),
         ]
     )
-    clock = FakeClock()
+    clock = ReplayClock()
     meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: next(snapshots), clock=clock)
     meter.begin_window()
     clock.advance(2.0)
@@ -282,13 +282,38 @@ def test_estimate_is_tdp_times_load(tmp_path: Path) -> None:
     assert energy.telemetry["why_not_measured"] == "no RAPL here"
 
 
+def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> None:
+    snapshots = iter(
+        [
+            Times(100, 0, 50, 800, 50, 0, 0, 0, 0, 0),  # construction
+            Times(130, 0, 60, 850, 60, 0, 0, 0, 0, 0),  # 40 s busy of 100 s
+            Times(130, 0, 60, 950, 60, 0, 0, 0, 0, 0),  # 0 s busy of 100 s
+        ]
+    )
+    clock = ReplayClock()
+    meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: next(snapshots), clock=clock)
+    clock.advance(1.0)
+    assert meter.read().power_w == pytest.approx(65.0 * 40 / 100)
+    clock.advance(1.0)
+    assert meter.read().power_w == 0.0
+
+
+def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(tmp_path: Path) -> None:
+    pkg = package(tmp_path)
+    clock = ReplayClock()
+    meter = RaplMeter(tmp_path, clock=clock)
+    added = pkg.add_joules(42.0)
+    clock.advance(2.0)
+    assert meter.read().power_w == pytest.approx(added / 2.0, abs=READ_UJ)
+
+
 def test_short_window_and_still_counter_are_too_short(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    clock = FakeClock()
+    pkg = package(tmp_path)
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
 
     meter.begin_window()
-    add_uj(pkg, 20e6)
+    pkg.add_joules(20)
     clock.advance(0.4)
     short = meter.end_window()
     assert short.too_short and short.energy.joules is None
@@ -300,46 +325,48 @@ def test_short_window_and_still_counter_are_too_short(tmp_path: Path) -> None:
 
 
 def test_repeat_until_measured_doubles_when_the_counter_is_still(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    clock = FakeClock()
+    pkg = package(tmp_path)
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     seen: list[int] = []
+    added: list[float] = []
 
     def work(repetitions: int) -> None:
         seen.append(repetitions)
         clock.advance(0.7 * repetitions)
         if repetitions >= 4:  # a counter that only ticks in long windows
-            add_uj(pkg, 30e6 * repetitions)
+            added.append(pkg.add_joules(30 * repetitions))
 
     run = repeat_until_measured(meter, work)
     assert seen == [1, 2, 4]  # 0.7 s too short -> 2 (1.4 s, did not move) -> doubled
-    assert run.result.measured and run.result.energy.watts_avg == pytest.approx(30 / 0.7)
+    assert run.result.measured and run.result.energy.watts_avg == pytest.approx(added[0] / 2.8, abs=READ_UJ)
 
 
 def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
-    pkg = make_zone(tmp_path, "intel-rapl:0", "package-0", 10**9)
-    clock = FakeClock()
+    pkg = package(tmp_path)
+    clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     idle_watts = iter([11.0, 12.0, 10.0])
 
     def idle_sleep(seconds: float) -> None:
-        add_uj(pkg, next(idle_watts) * seconds * 1e6)
+        pkg.add_joules(next(idle_watts) * seconds)
         clock.advance(seconds)
 
     idle = measure_idle(meter, 3.0, sleep=idle_sleep)
     assert isinstance(idle, Measurement)
     assert (idle.probe, idle.metric, idle.unit, idle.device) == ("power", "idle_power", "W", "cpu")
-    assert idle.samples == pytest.approx([11.0, 12.0, 10.0])
-    assert idle.value == pytest.approx(11.0)
-    assert idle.energy is not None and idle.energy.joules == pytest.approx(33.0)
+    assert idle.samples == pytest.approx([11.0, 12.0, 10.0], abs=1e-4)
+    assert idle.value == pytest.approx(11.0, abs=1e-4)
+    assert idle.energy is not None and idle.energy.joules == pytest.approx(33.0, abs=1e-4)
+    assert idle.params == {"seconds": 3.0, "interval_s": 1.0}
 
     meter.set_idle_watts(idle.value)
     meter.begin_window()
-    add_uj(pkg, 61e6)
+    added = pkg.add_joules(61)
     clock.advance(1.0)
     energy = meter.end_window().energy
-    assert energy.idle_watts == pytest.approx(11.0)
-    assert energy.joules_above_idle == pytest.approx(50.0)
+    assert energy.idle_watts == pytest.approx(11.0, abs=1e-4)
+    assert energy.joules_above_idle == pytest.approx(added - idle.value, abs=READ_UJ)
 
 
 def test_idle_on_a_device_without_a_sensor_is_unavailable() -> None:

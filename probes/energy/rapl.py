@@ -6,8 +6,11 @@ Skipped, because their energy is already inside a package or is the package agai
 - `psys`, a top-level zone that contains the packages;
 - the `intel-rapl-mmio:N` twin of the same package (used only where the MSR zones are absent).
 
-`energy_uj` wraps at `max_energy_range_uj` (minutes at full load on AMD). A reader thread polls
-during each window, often enough to see every wrap, and a delta implying more than
+`energy_uj` wraps (minutes at full load on AMD). The hardware counts 32 bits of energy units and
+the kernel shows `max_energy_range_uj` as (2**32 - 1) units (get_max_energy_counter in
+drivers/powercap/intel_rapl_common.c), so the counter comes back to 0 one unit after that value:
+a wrap adds `max_energy_range_uj` plus one unit (61 µJ on Intel, 15 µJ on AMD). A reader thread
+polls during each window, often enough to see every wrap, and a delta implying more than
 `max_package_w` is rejected: the window becomes unavailable instead of carrying a wrong figure.
 
 Since the November 2020 Platypus fix (CVE-2020-8694) only root may read `energy_uj`; VMs, macOS
@@ -49,6 +52,8 @@ MAX_PACKAGE_W = 1000.0
 _MIN_JUDGED_INTERVAL_S = 0.01
 #: Intervals shorter than this are too noisy to count towards the peak power.
 _MIN_PEAK_INTERVAL_S = 0.1
+#: The largest raw count: the hardware's energy status registers are 32 bits (ENERGY_STATUS_MASK).
+_RAW_COUNTER_MAX = 2**32 - 1
 
 ReadText = Callable[[Path], str]
 
@@ -71,8 +76,15 @@ def powercap_root(root: Path | None = None) -> Path:
 class RaplZone:
     path: Path
     name: str
-    #: Where energy_uj wraps to 0; None when the kernel does not say (some old systems report 0).
+    #: The largest value energy_uj shows; None when the kernel does not say (some old systems report 0).
     max_energy_range_uj: int | None
+
+    @property
+    def wrap_uj(self) -> float | None:
+        """How much a wrap to 0 adds: the range plus the one energy unit from its top back to 0."""
+        if self.max_energy_range_uj is None:
+            return None
+        return self.max_energy_range_uj + self.max_energy_range_uj / _RAW_COUNTER_MAX
 
 
 def _zones_matching(root: Path, pattern: re.Pattern[str], read_text: ReadText) -> list[RaplZone]:
@@ -141,20 +153,20 @@ class _ZoneCounter:
 
     def __init__(self, zone: RaplZone, raw_uj: int, t_s: float, max_package_w: float) -> None:
         self.zone = zone
-        self.total_uj = 0
+        self.total_uj = 0.0
         self.last_t_s = t_s
         self._last_raw_uj = raw_uj
         self._max_package_w = max_package_w
 
-    def update(self, raw_uj: int, t_s: float) -> int:
+    def update(self, raw_uj: int, t_s: float) -> float:
         """Add the energy since the last read and return it (µJ)."""
-        delta_uj = raw_uj - self._last_raw_uj
+        delta_uj: float = raw_uj - self._last_raw_uj
         interval_s = t_s - self.last_t_s
         self._last_raw_uj, self.last_t_s = raw_uj, t_s
         if delta_uj < 0:
-            if self.zone.max_energy_range_uj is None:
+            if self.zone.wrap_uj is None:
                 raise SensorLost(f"RAPL {self.zone.name} counter went backwards and its wrap point is unknown")
-            delta_uj += self.zone.max_energy_range_uj
+            delta_uj += self.zone.wrap_uj
         limit_uj = self._max_package_w * max(interval_s, _MIN_JUDGED_INTERVAL_S) * 1e6
         if delta_uj > limit_uj:
             raise SensorLost(
@@ -201,7 +213,7 @@ class RaplMeter(EnergyMeter):
     def _counters(self, t_s: float) -> list[_ZoneCounter]:
         return [_ZoneCounter(z, read_energy_uj(z, self._read_text), t_s, self._max_package_w) for z in self.zones]
 
-    def _update(self, counters: list[_ZoneCounter], t_s: float) -> int:
+    def _update(self, counters: list[_ZoneCounter], t_s: float) -> float:
         return sum(c.update(read_energy_uj(c.zone, self._read_text), t_s) for c in counters)
 
     def _begin(self, t0: float) -> None:
