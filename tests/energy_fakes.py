@@ -14,6 +14,7 @@ tests/data/energy/*.json say where every reading came from and what is synthetic
 from __future__ import annotations
 
 import bisect
+import ctypes
 import json
 import math
 import os
@@ -240,6 +241,45 @@ def _bus_numbers(bus_id: str) -> tuple[int, ...]:
 def replay(name: str, clock: Any = None, **gpu_options: Any) -> tuple[ReplayNvml, ReplayClock]:
     clock = clock or ReplayClock()
     return ReplayNvml([ReplayGpu(load_trace(name), clock, **gpu_options)]), clock
+
+
+# -- the CUDA driver ---------------------------------------------------------------------------
+
+_CU_INIT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint)
+_CU_COUNT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int))
+_CU_GET = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
+_CU_BUS_ID = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+
+
+class FakeCudaDriver:
+    """libcuda's four calls that probes.energy.cuda_devices makes, as real C function pointers.
+
+    ctypes passes the arguments through C as it would to libcuda, so a wrong signature or a
+    pointer passed as a value fails here too. `bus_ids` are in CUDA's order, as the driver prints
+    them ("0000:02:00.0"); device handles are not their ordinals, as the API allows.
+    """
+
+    def __init__(self, bus_ids: list[str], *, init_status: int = 0) -> None:
+        self.bus_ids = bus_ids
+        self.cuInit = _CU_INIT(lambda _flags: init_status)
+        self.cuDeviceGetCount = _CU_COUNT(self._count)
+        self.cuDeviceGet = _CU_GET(self._get)
+        self.cuDeviceGetPCIBusId = _CU_BUS_ID(self._bus_id)
+
+    def _count(self, count: Any) -> int:
+        count[0] = len(self.bus_ids)
+        return 0
+
+    def _get(self, device: Any, ordinal: int) -> int:
+        device[0] = 100 + ordinal
+        return 0
+
+    def _bus_id(self, buffer: int, length: int, device: int) -> int:
+        text = self.bus_ids[device - 100].encode() + b"\0"
+        if len(text) > length:
+            return 1  # CUDA_ERROR_INVALID_VALUE
+        ctypes.memmove(buffer, text, len(text))
+        return 0
 
 
 # -- RAPL --------------------------------------------------------------------------------------

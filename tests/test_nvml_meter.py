@@ -18,8 +18,9 @@ from typing import Any
 import pynvml
 import pytest
 
-from energy_fakes import ReplayClock, ReplayGpu, ReplayNvml, load_trace, replay
-from probes.energy import measure_idle, meter_for, repeat_until_measured
+from energy_fakes import FakeCudaDriver, ReplayClock, ReplayGpu, ReplayNvml, load_trace, replay
+from probes.energy import cuda_devices, measure_idle, meter_for, meters_for_host, repeat_until_measured
+from probes.energy.cuda_devices import CUDA_ERROR_NO_DEVICE, cuda_pci_bus_ids
 from probes.energy.meter import SensorLost, SensorUnavailable
 from probes.energy.nvml import (
     NVML_MIN_WINDOW_S,
@@ -33,6 +34,12 @@ from probes.energy.nvml import (
 from probes.measurement import Measurement
 
 H100 = load_trace("h100_pcie_fp8_burst")
+
+
+@pytest.fixture(autouse=True)
+def no_cuda_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in NVML describes its own machine: this one's CUDA driver, if any, must not speak."""
+    monkeypatch.setattr(cuda_devices, "load_cuda_driver", lambda: None)
 
 
 def open_meter(nvml: ReplayNvml, clock: Any, **options: Any) -> NvmlMeter:
@@ -395,6 +402,51 @@ def test_an_initialised_torch_maps_cuda_n_by_uuid(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
     meter = NvmlMeter.open(0, nvml=nvml, clock=clock)
     assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce RTX 2080"
+
+
+def two_different_cards() -> ReplayNvml:
+    """NVML's order is the PCI bus's: the GTX 1060 in the first slot, the RTX 2080 in the second."""
+    clock = ReplayClock()
+    return ReplayNvml(
+        [
+            ReplayGpu(load_trace("gtx1060_pascal"), clock, pci_bus_id="00000000:01:00.0"),
+            ReplayGpu(load_trace("rtx2080_driver440"), clock, pci_bus_id="00000000:02:00.0"),
+        ]
+    )
+
+
+def test_without_torch_cuda_n_is_matched_to_nvml_by_pci_bus_id(tmp_path: Path) -> None:
+    # CUDA's default FASTEST_FIRST puts the RTX 2080 first; NVML's index 0 is the GTX 1060.
+    nvml, cuda = two_different_cards(), FakeCudaDriver(["0000:02:00.0", "0000:01:00.0"])
+    assert cuda_pci_bus_ids(cuda) == ["0000:02:00.0", "0000:01:00.0"]
+    first, second = meter_for("cuda:0", nvml=nvml, cuda=cuda), meter_for("cuda:1", nvml=nvml, cuda=cuda)
+    assert isinstance(first, NvmlMeter) and first.gpu_name == "GeForce RTX 2080"
+    assert isinstance(second, NvmlMeter) and second.gpu_name == "GeForce GTX 1060 3GB"
+
+    meters = meters_for_host(nvml=nvml, cuda=cuda, powercap_root=tmp_path)
+    assert [(m.device, getattr(m, "gpu_name", None)) for m in meters] == [
+        ("cpu", None), ("cuda:0", "GeForce RTX 2080"), ("cuda:1", "GeForce GTX 1060 3GB"),
+    ]  # fmt: skip
+
+
+def test_the_cuda_driver_decides_which_gpus_this_process_sees() -> None:
+    nvml = two_different_cards()
+    only_second = FakeCudaDriver(["0000:02:00.0"])  # as CUDA_VISIBLE_DEVICES=1 would leave it
+    assert visible_cuda_devices(nvml, cuda=only_second) == ["cuda:0"]
+    with meter_for("cuda:1", nvml=nvml, cuda=only_second).window() as w:
+        pass
+    assert w.energy.unavailable_reason == "cuda:1: cuda:1 is not visible: CUDA shows this process 1 GPU(s)"
+
+    no_gpu = FakeCudaDriver([], init_status=CUDA_ERROR_NO_DEVICE)
+    assert cuda_pci_bus_ids(no_gpu) == [] and visible_cuda_devices(nvml, cuda=no_gpu) == []
+
+
+def test_a_cuda_driver_that_fails_leaves_the_pci_order_assumption() -> None:
+    nvml, broken = two_different_cards(), FakeCudaDriver(["0000:02:00.0"], init_status=999)
+    assert cuda_pci_bus_ids(broken) is None
+    assert visible_cuda_devices(nvml, cuda=broken) == ["cuda:0", "cuda:1"]  # NVML's count
+    meter = meter_for("cuda:0", nvml=nvml, cuda=broken)
+    assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce GTX 1060 3GB"  # NVML's index 0
 
 
 def test_close_balances_nvml_init() -> None:

@@ -52,6 +52,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from probes.energy.cuda_devices import cuda_pci_bus_ids
 from probes.energy.meter import (
     Clock,
     EnergyError,
@@ -216,8 +217,8 @@ def _visible_entries() -> list[str] | None:
 def _torch_uuid(cuda_index: int) -> str | None:
     """The GPU's UUID from torch, only if this process already initialised CUDA.
 
-    That is the exact CUDA->NVML mapping; initialising CUDA just for it would cost every
-    `flopwatt monitor` a CUDA context on every GPU, so otherwise the environment is used.
+    That is the exact CUDA->NVML mapping; initialising CUDA through torch just for it would cost
+    every `flopwatt monitor` torch's start-up, so otherwise the CUDA driver gives the bus id.
     """
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
@@ -226,19 +227,32 @@ def _torch_uuid(cuda_index: int) -> str | None:
     return None if uuid is None else f"GPU-{uuid}"
 
 
-def nvml_handle(lib: NvmlLibrary, cuda_index: int) -> Any:
-    """The NVML handle of the GPU torch calls cuda:N.
+def nvml_handle(lib: NvmlLibrary, cuda_index: int, *, cuda: Any = None) -> Any:
+    """The NVML handle of the GPU CUDA calls cuda:N.
 
-    Without torch's UUID this follows CUDA_VISIBLE_DEVICES (indices or GPU- UUID prefixes) and
-    assumes CUDA enumerates in PCI order, as NVML does (true with one GPU, or CUDA_DEVICE_ORDER=PCI_BUS_ID).
+    By torch's UUID for it once torch has initialised CUDA; else by its PCI bus id from the CUDA
+    driver (probes.energy.cuda_devices: CUDA's fastest-first order is not NVML's PCI order); else,
+    with no CUDA driver to ask, by CUDA_VISIBLE_DEVICES (indices or GPU- UUID prefixes), assuming
+    CUDA enumerates in PCI order (true with one GPU, or CUDA_DEVICE_ORDER=PCI_BUS_ID). `cuda`
+    replaces the CUDA driver library (tests).
     """
     uuid = _torch_uuid(cuda_index)
     if uuid is not None:
         try:
             return lib.call("nvmlDeviceGetHandleByUUID", uuid)
         except NvmlError:
-            pass  # a UUID NVML does not know (ROCm build, odd format): the environment still maps it
+            pass  # a UUID NVML does not know (ROCm build, odd format): the bus id still maps it
     entries = _visible_entries()
+    if entries is not None and cuda_index < len(entries) and entries[cuda_index].startswith("MIG-"):
+        raise SensorUnavailable("a MIG instance has no power sensor of its own; NVML reports the whole GPU")
+    bus_ids = cuda_pci_bus_ids(cuda)
+    if bus_ids is not None:
+        if cuda_index >= len(bus_ids):
+            raise SensorUnavailable(f"cuda:{cuda_index} is not visible: CUDA shows this process {len(bus_ids)} GPU(s)")
+        try:
+            return lib.call("nvmlDeviceGetHandleByPciBusId", bus_ids[cuda_index])
+        except NvmlError:
+            pass  # a bus id NVML does not know (a passed-through GPU in a VM?): the environment still maps it
     if entries is None:
         return lib.call("nvmlDeviceGetHandleByIndex", cuda_index)
     if cuda_index >= len(entries):
@@ -246,8 +260,6 @@ def nvml_handle(lib: NvmlLibrary, cuda_index: int) -> Any:
     entry = entries[cuda_index]
     if entry.isdigit():
         return lib.call("nvmlDeviceGetHandleByIndex", int(entry))
-    if entry.startswith("MIG-"):
-        raise SensorUnavailable("a MIG instance has no power sensor of its own; NVML reports the whole GPU")
     for index in range(lib.call("nvmlDeviceGetCount")):
         handle = lib.call("nvmlDeviceGetHandleByIndex", index)
         if str(lib.call("nvmlDeviceGetUUID", handle)).startswith(entry):
@@ -255,8 +267,12 @@ def nvml_handle(lib: NvmlLibrary, cuda_index: int) -> Any:
     raise SensorUnavailable(f"no GPU matches CUDA_VISIBLE_DEVICES entry {entry!r}")
 
 
-def visible_cuda_devices(nvml: Any = None) -> list[str]:
-    """"cuda:N" for every NVIDIA GPU this process may use; empty without NVML."""
+def visible_cuda_devices(nvml: Any = None, *, cuda: Any = None) -> list[str]:
+    """"cuda:N" for every NVIDIA GPU this process may use: as many as the CUDA driver shows, else
+    as many as NVML counts within CUDA_VISIBLE_DEVICES; empty without either."""
+    bus_ids = cuda_pci_bus_ids(cuda)
+    if bus_ids is not None:
+        return [f"cuda:{i}" for i in range(len(bus_ids))]
     try:
         lib = load_nvml(nvml)
     except EnergyError:
@@ -330,15 +346,15 @@ class NvmlMeter(EnergyMeter):
         self._window_failure: EnergyError | None = None
 
     @classmethod
-    def open(cls, cuda_index: int, *, nvml: Any = None, **options: Any) -> EnergyMeter:
-        """A meter for cuda:N, or a NullMeter saying why there can't be one."""
+    def open(cls, cuda_index: int, *, nvml: Any = None, cuda: Any = None, **options: Any) -> EnergyMeter:
+        """A meter for cuda:N, or a NullMeter saying why there can't be one (`nvml`, `cuda`: stand-ins)."""
         device = f"cuda:{cuda_index}"
         try:
             lib = load_nvml(nvml)
         except EnergyError as exc:
             return NullMeter(device, str(exc))
         try:
-            return cls(lib, nvml_handle(lib, cuda_index), device, **options)
+            return cls(lib, nvml_handle(lib, cuda_index, cuda=cuda), device, **options)
         except EnergyError as exc:
             lib.shutdown()
             return NullMeter(device, str(exc))
