@@ -267,6 +267,7 @@ def _throughput(doc: dict[str, Any], metric: str, server: Server, tool: Iperf3, 
 
     Upload: the server's report (JSON if it runs with -J, else its text); download: the client's
     own intervals. Without per-interval figures, the receiver's total is the one sample.
+    `samples_from` in the params says which.
     """
     rates, interval, source = [], 0.0, "receiver intervals"
     if metric == "net_download":
@@ -275,8 +276,10 @@ def _throughput(doc: dict[str, Any], metric: str, server: Server, tool: Iperf3, 
         server_json = doc.get("server_output_json")
         if isinstance(server_json, dict):
             rates, interval = _interval_rates(server_json.get("intervals", []))
+            source = "receiver intervals (server JSON)"
         if not rates:
             rates, interval = _server_text_rates(str(doc.get("server_output_text", "")), streams)
+            source = "receiver intervals (server text)"
     end = doc["end"]
     if not rates:
         rates, interval, source = [float(end["sum_received"]["bits_per_second"])], 0.0, "receiver total"
