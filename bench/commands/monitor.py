@@ -56,7 +56,7 @@ def monitor(
         store = Store(db)  # opened first: a bad database fails before the command runs
         started = utc_now()
         # with --json the command's own output goes to stderr (file descriptor 2), keeping stdout JSON
-        result = measure_command(command, meters, console, command_stdout=2 if as_json else None)
+        result, exit_code = measure_command(command, meters, console, command_stdout=2 if as_json else None)
         host, devices, missing = inventory()
         doc = run_document("monitor -- " + shlex.join(command), started, host, devices, result)
         doc.unavailable.extend(missing)
@@ -64,6 +64,8 @@ def monitor(
         console.print(f"Stored as run [bold]{doc.run.id[:12]}[/bold] in {store.url}")
         if as_json:
             print(doc.to_json())
+        if exit_code != 0:  # as `time CMD` does: a script can still tell the command failed
+            raise typer.Exit(exit_code)
         return result
     finally:
         for meter in meters:
@@ -82,22 +84,22 @@ def _run(command: Sequence[str], stdout: int | None = None) -> int:
 
 def measure_command(
     command: Sequence[str], meters: Sequence[EnergyMeter], console: Console, *, command_stdout: int | None = None
-) -> ProbeResult:
+) -> tuple[ProbeResult, int]:
     """Run `command` (its output goes to the terminal, or to `command_stdout`, a file descriptor) inside
     one energy window per device.
 
     Returns one "command_energy" measurement (J) per device that gave a figure and an Unavailable,
-    with the reason, per device that did not. The command's exit status is kept in the params.
+    with the reason, per device that did not; and the command's exit status (also in the params).
     """
     for meter in meters:
         meter.begin_window()
-    started_s = time.monotonic()
+    started_s = time.perf_counter()
     try:
         exit_code = _run(command, command_stdout)
     finally:
         # Always closed, so no sampler thread outlives a command that could not start.
         results = [(meter, meter.end_window()) for meter in meters]
-    seconds = time.monotonic() - started_s
+    seconds = time.perf_counter() - started_s
     params = {"command": shlex.join(command), "exit_code": exit_code, "seconds": seconds}
 
     outcome = ProbeResult()
@@ -119,7 +121,7 @@ def measure_command(
                 Unavailable(probe="monitor", metric="command_energy", device=meter.device, reason=_why(meter, result))
             )
     console.print(render_summary(outcome, exit_code=exit_code, seconds=seconds))
-    return outcome
+    return outcome, exit_code
 
 
 def _why(meter: EnergyMeter, result: WindowResult) -> str:
