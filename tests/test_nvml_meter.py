@@ -21,7 +21,7 @@ import pytest
 from energy_fakes import FakeCudaDriver, ReplayClock, ReplayGpu, ReplayNvml, load_trace, replay
 from probes.energy import cuda_devices, measure_idle, meter_for, meters_for_host, repeat_until_measured
 from probes.energy.cuda_devices import CUDA_ERROR_NO_DEVICE, cuda_pci_bus_ids
-from probes.energy.meter import SensorLost, SensorUnavailable
+from probes.energy.meter import NullMeter, SensorLost, SensorUnavailable
 from probes.energy.nvml import (
     NVML_MIN_WINDOW_S,
     NvmlFailure,
@@ -138,16 +138,16 @@ def test_a_counter_that_goes_backwards_voids_the_window() -> None:
     assert "the NVML energy counter went backwards (driver reloaded?)" in (result.energy.unavailable_reason or "")
 
 
-def test_repeat_until_measured_grows_the_work_to_six_seconds() -> None:
+def test_repeat_until_measured_grows_the_work_past_six_seconds() -> None:
     nvml, clock = replay("rtx2080_driver440")
     meter = open_meter(nvml, clock)
 
     def work(repetitions: int) -> None:
-        clock.advance(0.25 * repetitions)  # each repetition takes 0.25 s of GPU time
+        clock.advance(0.35 * repetitions)  # each repetition takes 0.35 s of GPU time
 
     run = repeat_until_measured(meter, work)
-    assert run.repetitions == 24  # 1 rep = 0.25 s, too short; 1.2 x 5 s / 0.25 s -> 24
-    assert run.result.measured and run.result.energy.seconds == pytest.approx(6.0)
+    assert run.repetitions == 18  # 1 rep = 0.35 s, too short; 1.2 x 5 s / 0.35 s = 17.1 -> 18
+    assert run.result.measured and run.result.energy.seconds == pytest.approx(6.3)
 
 
 def test_idle_power_of_an_nvml_meter_takes_one_five_second_window() -> None:
@@ -308,6 +308,17 @@ def test_a_failing_clock_reading_voids_the_window_only_when_the_gpu_is_lost(
         assert "sm_clock_hz" not in telemetry["unavailable"]
 
 
+def test_telemetry_is_read_every_few_polls_and_at_both_ends() -> None:
+    nvml, clock = replay("rtx2080_driver440")
+    meter = NvmlMeter.open(0, nvml=nvml, clock=clock, poll_interval_s=3600, telemetry_every=4)
+    assert isinstance(meter, NvmlMeter)
+    calls_before = nvml.calls.count("nvmlDeviceGetTemperature")
+    run_window(meter, clock, 5.0)  # 50 polls
+    # The window's start, polls 4, 8, ... 48, and its end.
+    assert nvml.calls.count("nvmlDeviceGetTemperature") - calls_before == 1 + 12 + 1
+    assert nvml.calls.count("nvmlDeviceGetPowerUsage") >= 52  # power at every poll
+
+
 def test_telemetry_falls_back_to_the_throttle_reasons_call_on_an_old_driver() -> None:
     nvml, clock = replay("rtx2080_driver440")
     meter = open_meter(nvml, clock)
@@ -447,6 +458,18 @@ def test_a_cuda_driver_that_fails_leaves_the_pci_order_assumption() -> None:
     assert visible_cuda_devices(nvml, cuda=broken) == ["cuda:0", "cuda:1"]  # NVML's count
     meter = meter_for("cuda:0", nvml=nvml, cuda=broken)
     assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce GTX 1060 3GB"  # NVML's index 0
+
+
+def test_each_kind_of_device_gets_its_meter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mps = meter_for("mps")
+    assert isinstance(mps, NullMeter) and mps.device == "mps" and "powermetrics" in mps.reason
+    with pytest.raises(ValueError, match="unknown device 'tpu:0'"):
+        meter_for("tpu:0")
+    nvml = two_different_cards()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert [m.device for m in meters_for_host(nvml=nvml, powercap_root=tmp_path)] == ["cpu", "cuda:0", "cuda:1", "mps"]
+    monkeypatch.setattr(sys, "platform", "cygwin")
+    assert [m.device for m in meters_for_host(nvml=nvml, powercap_root=tmp_path)] == ["cpu", "cuda:0", "cuda:1"]
 
 
 def test_close_balances_nvml_init() -> None:

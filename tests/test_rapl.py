@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from energy_fakes import RAW_COUNTER_MAX, RaplZone, ReplayClock
-from probes.energy import NullMeter, measure_idle, meter_for, repeat_until_measured
+from energy_fakes import RAW_COUNTER_MAX, RaplZone, ReplayClock, ReplayNvml
+from probes.energy import NullMeter, cuda_devices, measure_idle, meter_for, meters_for_host, repeat_until_measured
 from probes.energy.nvml import NvmlMeter
 from probes.energy.rapl import EstimatedCpuMeter, RaplMeter, cpu_meter, powercap_root
 from probes.measurement import Measurement, Unavailable
@@ -340,6 +340,44 @@ def test_repeat_until_measured_doubles_when_the_counter_is_still(tmp_path: Path)
     run = repeat_until_measured(meter, work)
     assert seen == [1, 2, 4]  # 0.7 s too short -> 2 (1.4 s, did not move) -> doubled
     assert run.result.measured and run.result.energy.watts_avg == pytest.approx(added[0] / 2.8, abs=READ_UJ)
+
+
+def test_repeat_until_measured_gives_up_once_its_budget_is_spent(tmp_path: Path) -> None:
+    package(tmp_path)
+    clock = ReplayClock()
+    meter = rapl(tmp_path, clock)
+    seen: list[int] = []
+
+    def work(repetitions: int) -> None:  # a counter that never moves
+        seen.append(repetitions)
+        clock.advance(0.7 * repetitions)
+
+    # Windows of 0.7, 1.4, 2.8 ... s: 44.1 s spent after the sixth, 88.9 s after the seventh.
+    run = repeat_until_measured(meter, work, max_total_s=44.5)
+    assert seen == [1, 2, 4, 8, 16, 32, 64] and run.repetitions == 64
+    assert not run.result.measured and "did not advance over 44.80 s" in (run.result.energy.unavailable_reason or "")
+
+
+def test_an_idle_baseline_must_be_a_finite_non_negative_power() -> None:
+    meter = NullMeter("cpu", "no RAPL")
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="idle power must be finite and non-negative"):
+            meter.set_idle_watts(bad)
+    meter.set_idle_watts(0.0)
+    assert meter.idle_watts == 0.0
+    meter.set_idle_watts(None)
+    assert meter.idle_watts is None
+
+
+def test_a_cpu_power_estimate_is_only_made_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cuda_devices, "load_cuda_driver", lambda: None)  # no GPU: this machine's driver stays out
+    zone = package(tmp_path, tdp_w=65)
+    (zone.path / "energy_uj").unlink()
+    (zone.path / "energy_uj").mkdir()
+    [cpu] = meters_for_host(powercap_root=tmp_path, nvml=ReplayNvml([]))
+    assert isinstance(cpu, NullMeter) and "--estimate-cpu-power would estimate it" in cpu.reason
+    [cpu] = meters_for_host(powercap_root=tmp_path, estimate_cpu_power=True, nvml=ReplayNvml([]))
+    assert isinstance(cpu, EstimatedCpuMeter) and cpu.tdp_w == 65
 
 
 def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
