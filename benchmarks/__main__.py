@@ -17,10 +17,29 @@ from rich.table import Table
 
 from bench.store import PROJECT_ROOT
 from bench.units import si
-from benchmarks import accuracy, network_bench, projection_bench, server_bench, speed_bench, swarm_bench, training_bench
-from benchmarks import swarm_factor_bench
+from benchmarks import (
+    accuracy,
+    energy_bench,
+    network_bench,
+    projection_bench,
+    server_bench,
+    speed_bench,
+    swarm_bench,
+    swarm_factor_bench,
+    training_bench,
+)
 
-SECTIONS: dict[str, Callable[[], dict]] = {"accuracy": accuracy.run, "speed": speed_bench.run, "projection": projection_bench.run, "network": network_bench.run, "training": training_bench.run, "swarm": swarm_bench.run, "swarm-factor": swarm_factor_bench.run, "server": server_bench.run}
+SECTIONS: dict[str, Callable[[], dict]] = {
+    "accuracy": accuracy.run,
+    "speed": speed_bench.run,
+    "projection": projection_bench.run,
+    "network": network_bench.run,
+    "training": training_bench.run,
+    "swarm": swarm_bench.run,
+    "swarm-factor": swarm_factor_bench.run,
+    "server": server_bench.run,
+    "energy": energy_bench.run,
+}
 
 
 def _figure(value: object, unit: str) -> str:

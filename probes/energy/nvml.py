@@ -14,7 +14,9 @@ Zeus measured ~100 ms), the instant-power field every ~100 ms (tests/data/energy
 A window that opens on an idle GPU and closes at full power reads the counter's last update at
 each end, so it misses up to one period of full power: on an RTX 4090 (30 W idle, 450 W busy,
 0.1 s period) 45 J at worst and 21 J on average, 8 % (3.9 %) of the 1.2 s windows used before,
-1.7 % (0.8 %) of the 6 s windows repeat_until_measured now aims at. Aligning the edges to
+1.7 % (0.8 %) of the 6 s windows repeat_until_measured now aims at. Replayed on a recorded H100
+PCIe trace with a modelled 0.1 s counter (`make bench` section energy), windows opened in the 0.1 s
+before a matmul read 2.7 % low on average (5.3 % at worst) at 1.2 s, 0.6 % (1.2 %) at 6 s. Aligning the edges to
 counter ticks instead (spinning until it moves) was the alternative; it was not taken because
 the wait for the closing tick adds idle time to the window (an idle tail of up to one period,
 which lowers watts_avg, the figure efficiency and the projection use, by as much as it fixes),
