@@ -252,6 +252,14 @@ def test_a_passing_power_error_skips_one_sample_and_keeps_the_source() -> None:
     assert "return code 999" in result.energy.telemetry["telemetry_errors"]["power"]
 
 
+def test_an_instant_field_failing_when_the_meter_opens_falls_back_to_the_average() -> None:
+    nvml, clock = replay("h100_pcie_fp8_burst", failing={"NVML_FI_DEV_POWER_INSTANT": (pynvml.NVMLError_Unknown, 0.0)})
+    meter = open_meter(nvml, clock)
+    assert meter.method == "nvml-counter" and meter.power_source == "nvmlDeviceGetPowerUsage"
+    assert "return code 999" in meter.unsupported["instant_power"]
+    assert run_window(meter, clock, 5.0).measured
+
+
 def test_polled_power_failing_mid_window_voids_it() -> None:
     nvml, clock = replay(
         "gtx1060_pascal", failing={"nvmlDeviceGetPowerUsage": (pynvml.NVMLError_Unknown, 2.0)}

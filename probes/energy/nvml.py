@@ -15,16 +15,16 @@ A window that opens on an idle GPU and closes at full power reads the counter's 
 each end, so it misses up to one period of full power: on an RTX 4090 (30 W idle, 450 W busy,
 0.1 s period) 45 J at worst and 21 J on average, 8 % (3.9 %) of the 1.2 s windows used before,
 1.7 % (0.8 %) of the 6 s windows repeat_until_measured now aims at. Replayed on a recorded H100
-PCIe trace with a modelled 0.1 s counter (`make bench` section energy), windows opened in the 0.1 s
-before a matmul read 2.7 % low on average (5.3 % at worst) at 1.2 s, 0.6 % (1.2 %) at 6 s. Aligning the edges to
-counter ticks instead (spinning until it moves) was the alternative; it was not taken because
-the wait for the closing tick adds idle time to the window (an idle tail of up to one period,
-which lowers watts_avg, the figure efficiency and the projection use, by as much as it fixes),
-and because when the counter's value is stamped inside its period is undocumented. Zeus's
-profiler (zeus.profile) likewise settles on 5 s measurement windows. nvmlDeviceGetPowerUsage,
-used only without a counter and without the instant field, is a 1 s average on Ampere and newer
-(its value lags the work by ~0.5 s): a 6 s window that starts at a step from idle reads ~8 % low,
-a 1.2 s one ~40 %.
+PCIe trace with a modelled 0.1 s counter (`make bench` section energy), windows opened in the
+0.1 s before a matmul read 2.7 % low on average (5.3 % at worst) at 1.2 s, 0.6 % (1.2 %) at 6 s.
+Aligning the edges to counter ticks instead (spinning until it moves) was the alternative; it was
+not taken because the wait for the closing tick adds idle time to the window (an idle tail of up
+to one period, which lowers watts_avg, the figure efficiency and the projection use, by as much
+as it fixes), and because when the counter's value is stamped inside its period is undocumented.
+Zeus's profiler (zeus.profile) likewise settles on 5 s measurement windows.
+nvmlDeviceGetPowerUsage, used only without a counter and without the instant field, is a 1 s
+average on Ampere and newer (its value lags the work by ~0.5 s): on the same trace a window
+opened just before the matmul reads 5.5 % low at 6 s, 28 % at 1.2 s.
 
 Every NVML call goes through `NvmlLibrary.call`, the one place NVML errors become typed exceptions:
 
@@ -389,15 +389,21 @@ class NvmlMeter(EnergyMeter):
         return float(self._lib.call("nvmlDeviceGetPowerUsage", self._handle))
 
     def _find_power_source(self) -> str | None:
+        # Asked once, when the meter opens: a source that fails then, for any reason but a lost
+        # GPU, is not used (a passing UNKNOWN costs the instant field, not the meter).
         try:
             self._instant_power_mw()
             return "instant power field"
-        except SensorUnavailable as exc:
+        except NvmlGpuLost:
+            raise
+        except NvmlError as exc:
             self.unsupported["instant_power"] = str(exc)
         try:
             self._usage_power_mw()
             return "nvmlDeviceGetPowerUsage"
-        except SensorUnavailable as exc:
+        except NvmlGpuLost:
+            raise
+        except NvmlError as exc:
             self.unsupported["power"] = str(exc)
         return None
 
