@@ -509,6 +509,16 @@ def test_background_sampler_polls_during_a_real_window() -> None:
     assert LAPTOP_3070_WATTS[0] <= w.energy.watts_avg <= LAPTOP_3070_WATTS[1]
 
 
+def test_the_sampler_polls_about_twenty_times_a_second_by_default() -> None:
+    start_s = time.monotonic()
+    nvml, _ = replay("rtx3070_laptop_driver610", clock=lambda: time.monotonic() - start_s)
+    meter = NvmlMeter.open(0, nvml=nvml, min_window_s=0.2)
+    with meter.window() as w:
+        time.sleep(0.6)
+    # 0.6 s at 0.05 s is 12 polls; a busy machine delays some, none should be a second late.
+    assert w.energy.telemetry["power_samples"] >= 2 + 5
+
+
 class SlowPowerGpu(ReplayGpu):
     """A driver whose power read takes 40 ms, as NVML's can on a busy system."""
 

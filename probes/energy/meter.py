@@ -174,7 +174,7 @@ class EnergyMeter(ABC):
         # counters read right after t1 would otherwise count against a window that had ended.
         self._stop_sampler()
         t1 = self._clock()
-        seconds = max(0.0, t1 - self._t0)
+        seconds = t1 - self._t0
         self._t0 = None
         if self._begin_failure is not None:
             return self._unavailable(self._begin_failure, seconds)
