@@ -245,6 +245,9 @@ def replay(name: str, clock: Any = None, **gpu_options: Any) -> tuple[ReplayNvml
 
 # -- the CUDA driver ---------------------------------------------------------------------------
 
+#: cuda.h's CUresult values the stand-in returns.
+CUDA_ERROR_INVALID_VALUE = 1
+CUDA_ERROR_INVALID_DEVICE = 101
 _CU_INIT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint)
 _CU_COUNT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int))
 _CU_GET = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
@@ -259,25 +262,32 @@ class FakeCudaDriver:
     them ("0000:02:00.0"); device handles are not their ordinals, as the API allows.
     """
 
-    def __init__(self, bus_ids: list[str], *, init_status: int = 0) -> None:
+    def __init__(self, bus_ids: list[str], *, init_status: int = 0, failing: str | None = None) -> None:
         self.bus_ids = bus_ids
-        self.cuInit = _CU_INIT(lambda _flags: init_status)
+        self.failing = failing  # the one call that answers CUDA_ERROR_INVALID_DEVICE
+        self.cuInit = _CU_INIT(lambda flags: init_status if flags == 0 else CUDA_ERROR_INVALID_VALUE)
         self.cuDeviceGetCount = _CU_COUNT(self._count)
         self.cuDeviceGet = _CU_GET(self._get)
         self.cuDeviceGetPCIBusId = _CU_BUS_ID(self._bus_id)
 
     def _count(self, count: Any) -> int:
+        if self.failing == "cuDeviceGetCount":
+            return CUDA_ERROR_INVALID_DEVICE
         count[0] = len(self.bus_ids)
         return 0
 
     def _get(self, device: Any, ordinal: int) -> int:
+        if self.failing == "cuDeviceGet":
+            return CUDA_ERROR_INVALID_DEVICE
         device[0] = 100 + ordinal
         return 0
 
     def _bus_id(self, buffer: int, length: int, device: int) -> int:
         text = self.bus_ids[device - 100].encode() + b"\0"
+        if self.failing == "cuDeviceGetPCIBusId":
+            return CUDA_ERROR_INVALID_DEVICE
         if len(text) > length:
-            return 1  # CUDA_ERROR_INVALID_VALUE
+            return CUDA_ERROR_INVALID_VALUE
         ctypes.memmove(buffer, text, len(text))
         return 0
 

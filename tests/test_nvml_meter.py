@@ -138,16 +138,31 @@ def test_a_counter_that_goes_backwards_voids_the_window() -> None:
     assert "the NVML energy counter went backwards (driver reloaded?)" in (result.energy.unavailable_reason or "")
 
 
-def test_repeat_until_measured_grows_the_work_past_six_seconds() -> None:
+@pytest.mark.parametrize(
+    ("rep_s", "repetitions"),
+    [(0.35, 18), (1.3, 5)],  # 1 rep is too short; then 1.2 x 5 s / rep_s, rounded up: 17.1 -> 18, 4.6 -> 5
+)
+def test_repeat_until_measured_grows_the_work_past_six_seconds(rep_s: float, repetitions: int) -> None:
     nvml, clock = replay("rtx2080_driver440")
     meter = open_meter(nvml, clock)
 
-    def work(repetitions: int) -> None:
-        clock.advance(0.35 * repetitions)  # each repetition takes 0.35 s of GPU time
+    def work(n: int) -> None:
+        clock.advance(rep_s * n)  # each repetition takes rep_s of GPU time
 
     run = repeat_until_measured(meter, work)
-    assert run.repetitions == 18  # 1 rep = 0.35 s, too short; 1.2 x 5 s / 0.35 s = 17.1 -> 18
-    assert run.result.measured and run.result.energy.seconds == pytest.approx(6.3)
+    assert run.repetitions == repetitions
+    assert run.result.measured and run.result.energy.seconds == pytest.approx(rep_s * repetitions)
+
+
+def test_a_window_after_a_driver_reload_counts_from_the_new_zero() -> None:
+    # The counter restarts at 0 at 0.5 s; the window sees it at 45 J and at 1.4 kJ.
+    nvml, clock = replay("h100_pcie_fp8_burst", ReplayClock(1.0), counter_reset_at_s=0.5)
+    meter = open_meter(nvml, clock)
+    result = run_window(meter, clock, 6.0)
+    counter0 = int(h100_mj(1.0) - h100_mj(0.5))
+    counter1 = int(h100_mj(7.0) - h100_mj(0.5))
+    assert counter1 > 2 * counter0  # far from the old zero: only their difference gives the energy
+    assert result.energy.joules == pytest.approx((counter1 - counter0) / 1000, abs=1e-9)
 
 
 def test_idle_power_of_an_nvml_meter_takes_one_five_second_window() -> None:
@@ -401,6 +416,10 @@ def test_cuda_visible_devices_maps_cuda_indices_to_nvml_handles(monkeypatch: pyt
     assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce RTX 2080"
     assert visible_cuda_devices(nvml=nvml) == ["cuda:0"]
 
+    with meter_for("cuda:3", nvml=nvml).window() as w:
+        pass
+    assert w.energy.unavailable_reason == "cuda:3: cuda:3 is not visible (CUDA_VISIBLE_DEVICES=1)"
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-22b2c6ac")  # a UUID prefix, as CUDA accepts
     assert NvmlMeter.open(0, nvml=nvml, clock=clock).gpu_name == "GeForce RTX 2080"  # type: ignore[attr-defined]
 
@@ -458,6 +477,11 @@ def test_the_cuda_driver_decides_which_gpus_this_process_sees() -> None:
 
     no_gpu = FakeCudaDriver([], init_status=CUDA_ERROR_NO_DEVICE)
     assert cuda_pci_bus_ids(no_gpu) == [] and visible_cuda_devices(nvml, cuda=no_gpu) == []
+
+
+@pytest.mark.parametrize("call", ["cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetPCIBusId"])
+def test_a_cuda_call_that_fails_gives_no_bus_ids(call: str) -> None:
+    assert cuda_pci_bus_ids(FakeCudaDriver(["0000:02:00.0"], failing=call)) is None
 
 
 def test_a_cuda_driver_that_fails_leaves_the_pci_order_assumption() -> None:

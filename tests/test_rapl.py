@@ -14,12 +14,14 @@ import json
 import time
 from collections import namedtuple
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from energy_fakes import RAW_COUNTER_MAX, RaplZone, ReplayClock, ReplayNvml
 from probes.energy import NullMeter, cuda_devices, measure_idle, meter_for, meters_for_host, repeat_until_measured
 from probes.energy.nvml import NvmlMeter
+from probes.energy import rapl as rapl_module
 from probes.energy.rapl import EstimatedCpuMeter, RaplMeter, cpu_meter, powercap_root
 from probes.measurement import Measurement, Unavailable
 
@@ -89,6 +91,37 @@ def test_nested_zones_psys_and_the_mmio_twin_are_not_counted(tmp_path: Path) -> 
 
     assert result.energy.joules == pytest.approx(added, abs=READ_UJ)
     assert result.energy.watts_avg == pytest.approx(3.93, abs=1e-4)
+
+
+def test_every_package_zone_is_found_past_the_ones_skipped(tmp_path: Path) -> None:
+    (tmp_path / "intel-rapl").mkdir()  # the control type's own directory, as sysfs has it
+    (tmp_path / "intel-rapl:0").mkdir()  # a zone whose name cannot be read
+    RaplZone(tmp_path, "intel-rapl:1", "psys")
+    RaplZone(tmp_path, "intel-rapl:2", "package-0")
+    RaplZone(tmp_path, "intel-rapl:3", "package-1")
+    assert [z.name for z in RaplMeter(tmp_path).zones] == ["package-0", "package-1"]
+
+
+def test_a_jump_is_judged_against_the_package_ceiling_over_at_least_10_ms(tmp_path: Path) -> None:
+    pkg = package(tmp_path, esu=HASWELL_ESU)
+    clock = ReplayClock()
+    meter = rapl(tmp_path, clock)
+    meter.begin_window()
+    pkg.add_units(16_384_000)  # exactly 1000 J: what the 1000 W ceiling allows in 1 s
+    clock.advance(1.0)
+    meter.poll()
+    pkg.add_joules(8)  # 8 J in 5 ms: RAPL updates in lumps, judged as if over 10 ms (10 J allowed)
+    clock.advance(0.005)
+    meter.poll()
+    clock.advance(1.0)
+    assert meter.end_window().measured
+
+    meter.begin_window()
+    pkg.add_joules(20)  # 20 J in 5 ms: more than 10 ms at 1000 W
+    clock.advance(0.005)
+    meter.poll()
+    clock.advance(1.0)
+    assert "jumped 20.0 J in 0.005 s" in (meter.end_window().energy.unavailable_reason or "")
 
 
 def test_mmio_zone_is_used_only_without_msr_zones(tmp_path: Path) -> None:
@@ -298,13 +331,20 @@ def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> 
     assert meter.read().power_w == 0.0
 
 
-def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(tmp_path: Path) -> None:
+def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = package(tmp_path)
     clock = ReplayClock()
     meter = RaplMeter(tmp_path, clock=clock)
     added = pkg.add_joules(42.0)
     clock.advance(2.0)
-    assert meter.read().power_w == pytest.approx(added / 2.0, abs=READ_UJ)
+    monkeypatch.setattr(rapl_module.psutil, "cpu_freq", lambda: SimpleNamespace(current=2445.3))  # MHz
+    reading = meter.read()
+    assert reading.power_w == pytest.approx(added / 2.0, abs=READ_UJ)
+    assert reading.clock_hz == pytest.approx(2445.3e6)
+    monkeypatch.setattr(rapl_module.psutil, "cpu_freq", lambda: None)  # a VM may not say
+    assert meter.read().clock_hz is None
 
 
 def test_short_window_and_still_counter_are_too_short(tmp_path: Path) -> None:
@@ -396,6 +436,7 @@ def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
     assert idle.samples == pytest.approx([11.0, 12.0, 10.0], abs=1e-4)
     assert idle.value == pytest.approx(11.0, abs=1e-4)
     assert idle.energy is not None and idle.energy.joules == pytest.approx(33.0, abs=1e-4)
+    assert idle.energy.watts_avg == pytest.approx(11.0, abs=1e-4) and idle.energy.seconds == 3.0
     assert idle.params == {"seconds": 3.0, "interval_s": 1.0}
 
     meter.set_idle_watts(idle.value)
@@ -405,6 +446,18 @@ def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
     energy = meter.end_window().energy
     assert energy.idle_watts == pytest.approx(11.0, abs=1e-4)
     assert energy.joules_above_idle == pytest.approx(added - idle.value, abs=READ_UJ)
+
+
+def test_idle_asked_for_less_than_one_window_still_takes_one(tmp_path: Path) -> None:
+    pkg = package(tmp_path)
+    clock = ReplayClock()
+
+    def idle_sleep(seconds: float) -> None:
+        pkg.add_joules(9.0 * seconds)
+        clock.advance(seconds)
+
+    idle = measure_idle(rapl(tmp_path, clock), 0.2, sleep=idle_sleep)
+    assert isinstance(idle, Measurement) and idle.samples == [pytest.approx(9.0, abs=1e-4)]
 
 
 def test_idle_on_a_device_without_a_sensor_is_unavailable() -> None:

@@ -89,7 +89,7 @@ class RaplZone:
 
 def _zones_matching(root: Path, pattern: re.Pattern[str], read_text: ReadText) -> list[RaplZone]:
     zones: list[tuple[int, RaplZone]] = []
-    for entry in root.iterdir():
+    for entry in sorted(root.iterdir()):
         match = pattern.match(entry.name)
         if match is None:
             continue
