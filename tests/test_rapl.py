@@ -321,6 +321,8 @@ def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> 
             Times(100, 0, 50, 800, 50, 0, 0, 0, 0, 0),  # construction
             Times(130, 0, 60, 850, 60, 0, 0, 0, 0, 0),  # 40 s busy of 100 s
             Times(130, 0, 60, 950, 60, 0, 0, 0, 0, 0),  # 0 s busy of 100 s
+            Times(190, 0, 70, 975, 65, 0, 0, 0, 0, 0),  # 70 s busy of 100 s
+            Times(190, 0, 70, 975, 65, 0, 0, 0, 0, 0),  # no time has passed: no figure
         ]
     )
     clock = ReplayClock()
@@ -329,6 +331,9 @@ def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> 
     assert meter.read().power_w == pytest.approx(65.0 * 40 / 100)
     clock.advance(1.0)
     assert meter.read().power_w == 0.0
+    clock.advance(1.0)
+    assert meter.read().power_w == pytest.approx(65.0 * 70 / 100)
+    assert meter.read().power_w is None
 
 
 def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(
