@@ -1,4 +1,4 @@
-"""Stand-ins for the energy sensors this machine lacks (NVML, RAPL), fed from recorded readings.
+"""Stand-ins for the hardware this machine lacks (NVML, RAPL, the CUDA driver), fed from recorded readings.
 
 They behave like the sensors, not like the code under test:
 - NVML's readings hold until the next update (both power fields of the recorded H100 PCIe change
@@ -7,6 +7,7 @@ They behave like the sensors, not like the code under test:
   where the card averages (Ampere and newer), the instant field separately.
 - RAPL's `energy_uj` is the kernel's: a 32-bit count of energy units shown as whole µJ, with
   `max_energy_range_uj` = (2**32 - 1) units, so a wrap goes from that value to 0 and one unit on.
+- libcuda's calls are real C function pointers (ctypes callbacks) with cuda.h's signatures.
 
 tests/data/energy/*.json say where every reading came from and what is synthetic.
 """
