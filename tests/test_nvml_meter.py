@@ -513,6 +513,45 @@ def test_close_balances_nvml_init() -> None:
     assert nvml.initialised == 0
 
 
+class FailingNvml(ReplayNvml):
+    """A driver that fails where flopwatt cannot do anything about it."""
+
+    def nvmlDeviceGetCount(self) -> int:
+        raise pynvml.NVMLError_Unknown()
+
+    def nvmlShutdown(self) -> None:
+        raise pynvml.NVMLError_Uninitialized()
+
+
+def test_nvml_failing_to_count_or_to_shut_down_costs_nothing() -> None:
+    clock = ReplayClock()
+    nvml = FailingNvml([ReplayGpu(load_trace("gtx1060_pascal"), clock)])
+    assert visible_cuda_devices(nvml) == []  # no GPU to watch, no traceback
+    meter = open_meter(nvml, clock)
+    meter.close()  # raises nothing
+
+
+def test_the_cuda_driver_is_looked_for_by_each_platforms_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # this test wants the real loader
+    opened: list[str] = []
+
+    def cdll(name: str) -> str:
+        opened.append(name)
+        if name == "missing":
+            raise OSError(name)
+        return f"library {name}"
+
+    monkeypatch.setattr(cuda_devices.ctypes, "CDLL", cdll)
+    for platform, loaded in (("linux", "library libcuda.so.1"), ("win32", "library nvcuda.dll"), ("darwin", None)):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert cuda_devices.load_cuda_driver() == loaded
+    assert opened == ["libcuda.so.1", "nvcuda.dll"]  # macOS has no CUDA driver to look for
+    monkeypatch.setattr(cuda_devices.ctypes, "CDLL", lambda name: cdll("missing"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert cuda_devices.load_cuda_driver() is None
+    assert cuda_pci_bus_ids(SimpleNamespace()) is None  # a library without the driver API
+
+
 # -- the sampler thread, in real time ----------------------------------------------------------
 
 #: The RTX 3070 Laptop trace's draws: every window's average lies between them. The margin covers

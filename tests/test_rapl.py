@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -256,6 +258,29 @@ def test_permission_denied_is_reported_with_the_reason(tmp_path: Path) -> None:
     reason = w.energy.unavailable_reason or ""
     assert f"cannot read {tmp_path / 'intel-rapl:0' / 'energy_uj'}: permission denied" in reason
     assert "CVE-2020-8694" in reason and "--estimate-cpu-power" in reason
+
+
+def test_a_counter_file_that_is_not_a_number_is_reported(tmp_path: Path) -> None:
+    zone = package(tmp_path)
+    (zone.path / "energy_uj").write_text("N/A\n")
+    with meter_for("cpu", powercap_root=tmp_path).window() as w:
+        pass
+    assert f"{zone.path / 'energy_uj'} holds 'N/A', not an energy counter" in (w.energy.unavailable_reason or "")
+
+
+def test_a_window_left_open_does_not_keep_the_program_from_exiting(tmp_path: Path) -> None:
+    """The reader thread is a daemon: a crash between the window's ends still lets Python exit."""
+    package(tmp_path)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from probes.energy.rapl import RaplMeter\n"
+        "meter = RaplMeter(Path(sys.argv[1]), poll_interval_s=0.01)\n"
+        "meter.begin_window()\n"
+        "print('open', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == "open\n", done.stderr
 
 
 def test_an_unreadable_counter_file_is_reported(tmp_path: Path) -> None:
