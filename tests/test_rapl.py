@@ -186,6 +186,11 @@ def test_reader_polls_catch_more_than_one_wrap_range_per_window(tmp_path: Path) 
     assert result.energy.watts_peak == pytest.approx(280, abs=1e-6)
 
 
+def test_the_reader_polls_four_times_per_shortest_possible_wrap(tmp_path: Path) -> None:
+    package(tmp_path, esu=21)  # a 2048 J range: 2.048 s at the 1000 W ceiling
+    assert RaplMeter(tmp_path).poll_interval_s == pytest.approx(2.048 / 4, abs=1e-6)
+
+
 def test_background_reader_thread_sees_wraps_in_real_time(tmp_path: Path) -> None:
     # ESU 31 (0.47 nJ units) makes a 2 J range, which the test wraps in milliseconds.
     pkg = package(tmp_path, esu=31)
@@ -338,6 +343,16 @@ def test_estimate_is_tdp_times_load() -> None:
     assert energy.joules == pytest.approx(65.0 * 150 / 400 * 2.0)
     assert "not measured" in energy.telemetry["estimate"]
     assert energy.telemetry["why_not_measured"] == "no RAPL here"
+
+
+def test_an_estimate_over_which_no_cpu_time_passed_is_no_load() -> None:
+    still = Times(100, 0, 50, 800, 50, 0, 0, 0, 0, 0)
+    clock = ReplayClock()
+    meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: still, clock=clock)
+    meter.begin_window()
+    clock.advance(1.0)
+    energy = meter.end_window().energy
+    assert energy.telemetry["cpu_load"] == 0.0 and energy.joules == 0.0
 
 
 def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> None:
