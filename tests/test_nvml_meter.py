@@ -441,6 +441,11 @@ def test_an_initialised_torch_maps_cuda_n_by_uuid(monkeypatch: pytest.MonkeyPatc
     meter = NvmlMeter.open(0, nvml=nvml, clock=clock)
     assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce RTX 2080"
 
+    # A UUID NVML does not know (a ROCm build's, say): the next way of mapping still finds cuda:0.
+    props.uuid = "00000000-0000-0000-0000-000000000000"
+    meter = NvmlMeter.open(0, nvml=nvml, clock=clock)
+    assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce GTX 1060 3GB"
+
 
 def two_different_cards() -> ReplayNvml:
     """NVML's order is the PCI bus's: the GTX 1060 in the first slot, the RTX 2080 in the second."""
@@ -495,8 +500,9 @@ def test_a_cuda_driver_that_fails_leaves_the_pci_order_assumption() -> None:
 def test_each_kind_of_device_gets_its_meter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mps = meter_for("mps")
     assert isinstance(mps, NullMeter) and mps.device == "mps" and "powermetrics" in mps.reason
-    with pytest.raises(ValueError, match="unknown device 'tpu:0'"):
-        meter_for("tpu:0")
+    for unknown in ("tpu:0", "amd:0", "cuda:x", "gpu:01"):
+        with pytest.raises(ValueError, match=f"unknown device '{unknown}'"):
+            meter_for(unknown)
     nvml = two_different_cards()
     monkeypatch.setattr(sys, "platform", "darwin")
     assert [m.device for m in meters_for_host(nvml=nvml, powercap_root=tmp_path)] == ["cpu", "cuda:0", "cuda:1", "mps"]

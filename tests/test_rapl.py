@@ -187,8 +187,9 @@ def test_reader_polls_catch_more_than_one_wrap_range_per_window(tmp_path: Path) 
 
 
 def test_the_reader_polls_four_times_per_shortest_possible_wrap(tmp_path: Path) -> None:
-    package(tmp_path, esu=21)  # a 2048 J range: 2.048 s at the 1000 W ceiling
-    assert RaplMeter(tmp_path).poll_interval_s == pytest.approx(2.048 / 4, abs=1e-6)
+    zone = package(tmp_path, esu=21)  # a 2048 J range: 2.048 s at the 1000 W ceiling
+    assert zone.max_energy_range_uj == 2_047_999_999
+    assert RaplMeter(tmp_path).poll_interval_s == pytest.approx(2_047_999_999 / 1e9 / 4, abs=1e-12)
 
 
 def test_background_reader_thread_sees_wraps_in_real_time(tmp_path: Path) -> None:
@@ -382,12 +383,12 @@ def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(
     pkg = package(tmp_path)
     clock = ReplayClock()
     meter = RaplMeter(tmp_path, clock=clock)
-    added = pkg.add_joules(42.0)
+    added = pkg.add_joules(42.5)
     clock.advance(2.0)
     monkeypatch.setattr(rapl_module.psutil, "cpu_freq", lambda: SimpleNamespace(current=2445.3))  # MHz
     reading = meter.read()
     assert reading.power_w == pytest.approx(added / 2.0, abs=READ_UJ)
-    assert reading.clock_hz == pytest.approx(2445.3e6)
+    assert reading.clock_hz == pytest.approx(2.4453e9, rel=1e-12)
     monkeypatch.setattr(rapl_module.psutil, "cpu_freq", lambda: None)  # a VM may not say
     assert meter.read().clock_hz is None
 
@@ -442,6 +443,26 @@ def test_repeat_until_measured_gives_up_once_its_budget_is_spent(tmp_path: Path)
     assert seen == [1, 2, 4, 8, 16, 32, 64] and run.repetitions == 64
     assert not run.result.measured and "did not advance over 44.80 s" in (run.result.energy.unavailable_reason or "")
 
+    # The default budget is a minute: 0.94 s repetitions spend 59.2 s in six windows, so a seventh runs.
+    seen.clear()
+    repeat_until_measured(meter, lambda n: (seen.append(n), clock.advance(0.94 * n)))
+    assert seen == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_work_that_takes_no_measurable_time_is_grown_not_divided_by_zero(tmp_path: Path) -> None:
+    pkg = package(tmp_path)
+    clock = ReplayClock()
+    seen: list[int] = []
+
+    def work(repetitions: int) -> None:
+        seen.append(repetitions)
+        if repetitions > 1:  # one repetition is below the clock's resolution
+            clock.advance(1e-6 * repetitions)
+            pkg.add_joules(1e-6 * repetitions * 20)
+
+    run = repeat_until_measured(rapl(tmp_path, clock), work)
+    assert seen == [1, 1_200_000]  # a 0 s window counts as 1 µs a repetition: 1.2 s / 1 µs
+    assert run.result.measured
 
 def test_an_idle_baseline_must_be_a_finite_non_negative_power() -> None:
     meter = NullMeter("cpu", "no RAPL")
@@ -470,13 +491,17 @@ def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
     clock = ReplayClock()
     meter = rapl(tmp_path, clock)
     idle_watts = iter([11.0, 12.0, 10.0])
+    added: list[float] = []
 
     def idle_sleep(seconds: float) -> None:
-        pkg.add_joules(next(idle_watts) * seconds)
+        added.append(pkg.add_joules(next(idle_watts) * seconds))
         clock.advance(seconds)
 
     idle = measure_idle(meter, 3.0, sleep=idle_sleep)
     assert isinstance(idle, Measurement)
+    assert idle.energy is not None and idle.energy.watts_peak == pytest.approx(12.0, abs=1e-4)
+    # clocks and zones as the last interval saw them: settled at idle
+    assert idle.energy.telemetry["zones"]["package-0"] == pytest.approx(added[-1], abs=READ_UJ)
     assert (idle.probe, idle.metric, idle.unit, idle.device) == ("power", "idle_power", "W", "cpu")
     assert idle.samples == pytest.approx([11.0, 12.0, 10.0], abs=1e-4)
     assert idle.value == pytest.approx(11.0, abs=1e-4)
@@ -486,11 +511,11 @@ def test_idle_baseline_gives_above_idle_figures(tmp_path: Path) -> None:
 
     meter.set_idle_watts(idle.value)
     meter.begin_window()
-    added = pkg.add_joules(61)
+    working = pkg.add_joules(61)
     clock.advance(1.0)
     energy = meter.end_window().energy
     assert energy.idle_watts == pytest.approx(11.0, abs=1e-4)
-    assert energy.joules_above_idle == pytest.approx(added - idle.value, abs=READ_UJ)
+    assert energy.joules_above_idle == pytest.approx(working - idle.value, abs=READ_UJ)
 
 
 def test_idle_asked_for_less_than_one_window_still_takes_one(tmp_path: Path) -> None:
@@ -503,6 +528,8 @@ def test_idle_asked_for_less_than_one_window_still_takes_one(tmp_path: Path) -> 
 
     idle = measure_idle(rapl(tmp_path, clock), 0.2, sleep=idle_sleep)
     assert isinstance(idle, Measurement) and idle.samples == [pytest.approx(9.0, abs=1e-4)]
+    # 2.6 s of 1 s windows rounds to three
+    assert measure_idle(rapl(tmp_path, clock), 2.6, sleep=idle_sleep).n == 3  # type: ignore[union-attr]
 
 
 def test_idle_on_a_device_without_a_sensor_is_unavailable() -> None:
