@@ -10,10 +10,14 @@ the mutant, a passing one lets it survive. The working tree itself is never writ
     python tests/mutation.py bench/server/validation.py
     python tests/mutation.py leaderboard --list       # the targets, their code and their tests
     python tests/mutation.py probes/compute.py --sample 40   # 40 mutants drawn at random: an estimate
+    python tests/mutation.py probes/timing.py --resume       # go on with an interrupted session
 
 A module whose tests take a minute or more (compute, training, collective on a 2-core machine) takes
 hours for every mutant; --sample tests a random draw of them and reports the killed share with its
-95 % interval (Wilson), which is what a baseline needs.
+95 % interval (Wilson), which is what a baseline needs. --resume goes on with the target's last
+session instead of starting over, when the mutated code is byte for byte what that session mutated
+(its fingerprint): the mutants it had not reached run, and its survivors run again against today's
+tests; what it killed stays killed.
 
 Operators left out (EXCLUDED_OPERATORS): replacements into or from bit operations (<<, >>, &, |, ^)
 and decorator removal. On the floats these modules compute with, a bit operation raises TypeError
@@ -25,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,7 +89,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "bench/projection": Target(("bench/projection",), ("tests/test_projection*.py",)),
-    "bench/units.py": Target(("bench/units.py",), ("tests/test_units.py", "tests/test_projection*.py", "tests/test_report.py")),
+    "bench/units.py": Target(("bench/units.py",), ("tests/test_units.py", "tests/test_plots.py", "tests/test_projection*.py", "tests/test_report.py")),
     "bench/server/validation.py": Target(
         ("bench/server/validation.py",),
         ("tests/test_validation.py", "tests/test_server.py", "-k", "not postgresql and (validation or flagged or refused)"),
@@ -192,6 +199,29 @@ def skip_out_of_scope(db: WorkDB, target: Target, files: list[Path], sample: int
     return in_scope, min(in_scope, sample) if sample is not None else in_scope
 
 
+def fingerprint(src: Path, files: list[Path]) -> str:
+    """sha256 over the mutated files' paths and contents: whether a session's mutants still apply."""
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        digest.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def reopen(session: Path) -> None:
+    """For --resume: forget the survivors' results, so that they run again against today's tests.
+    (cosmic-ray's WorkDB can clear every result but not some; its table is plain SQLite.)"""
+    with contextlib.closing(sqlite3.connect(session)) as con, con:
+        con.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
+def scope_of(db: WorkDB) -> tuple[int, int]:
+    """(mutants in scope, mutants pending) of a session: all but those left out by operator or function."""
+    left_out = sum(1 for _, r in db.completed_work_items
+                   if r.worker_outcome == WorkerOutcome.SKIPPED and r.output != "not in the sample")
+    pending = len(db.pending_work_items)
+    return db.num_work_items - left_out, pending
+
+
 def check_imports_copy(src: Path) -> None:
     """Abort unless python started in the copy imports bench and probes from it (else no mutant is seen)."""
     found = subprocess.run(
@@ -202,11 +232,16 @@ def check_imports_copy(src: Path) -> None:
         sys.exit(f"mutation: python in {src} imports {found}, not the copy")
 
 
-def run_target(name: str, target: Target, sample: int | None = None) -> dict:
+def run_target(name: str, target: Target, sample: int | None = None, resume: bool = False) -> dict:
     work = OUTPUT / re.sub(r"\W+", "_", normalise(name)).strip("_")
     src = work / "src"
     copy_tree(src)
     files = [f for path in target.paths for f in module_files(src, path)]
+    code = fingerprint(src, files)
+    if resume and not ((work / "session.sqlite").exists() and (work / "fingerprint").exists()):
+        sys.exit(f"mutation: no session of {name} to resume in {work}; run it without --resume")
+    if resume and (work / "fingerprint").read_text().strip() != code:
+        sys.exit(f"mutation: {name}'s code changed since its last session; run it without --resume")
     arguments, notes = test_arguments(src, target.tests)
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *arguments]
     os.chdir(src)
@@ -224,9 +259,15 @@ def run_target(name: str, target: Target, sample: int | None = None) -> dict:
     timeout = max(30.0, 4 * baseline_s)
 
     relative = [f.relative_to(src) for f in files]
+    if resume:
+        reopen(work / "session.sqlite")
     with use_db(str(work / "session.sqlite")) as db:
-        init(relative, db, {})
-        in_scope, pending = skip_out_of_scope(db, target, relative, sample)
+        if resume:
+            in_scope, pending = scope_of(db)
+        else:
+            init(relative, db, {})
+            (work / "fingerprint").write_text(code + "\n")
+            in_scope, pending = skip_out_of_scope(db, target, relative, sample)
         drawn = f" ({pending} drawn at random)" if pending < in_scope else ""
         print(f"  {in_scope} mutants{drawn}, tests take {baseline_s:.1f} s unmutated (timeout {timeout:.0f} s)",
               flush=True)  # fmt: skip
@@ -299,6 +340,8 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help=f"targets to run (default: all): {', '.join(TARGETS)}")
     parser.add_argument("--list", action="store_true", help="print the targets with their code and tests, run nothing")
     parser.add_argument("--sample", type=int, metavar="N", help="test N mutants drawn at random per target")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with each target's last session: its untested mutants and its survivors")
     args = parser.parse_args()
     chosen = [find_target(t) for t in args.targets] or list(TARGETS.items())
     if args.list:
@@ -306,7 +349,9 @@ def main() -> None:
             scope = f" (only {', '.join(target.functions)})" if target.functions else ""
             print(f"{name}: mutates {' '.join(target.paths)}{scope}; tests: {' '.join(target.tests)}")
         return
-    summaries = [run_target(name, target, args.sample) for name, target in chosen]
+    if args.resume and args.sample is not None:
+        parser.error("--resume goes on with a session's own sample; leave out --sample")
+    summaries = [run_target(name, target, args.sample, args.resume) for name, target in chosen]
     if len(summaries) > 1:
         print(f"\n{'target':32} {'killed':>7} {'survived':>9} {'tested':>7} {'of':>6} {'score':>7}")
         for s in summaries:

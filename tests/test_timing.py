@@ -138,6 +138,7 @@ def test_synchronize_waits_for_the_given_device_only(monkeypatch: pytest.MonkeyP
     synchronize(torch.device("cuda", 1))
     synchronize(torch.device("mps"))
     synchronize(CPU)
+    synchronize(torch.device("xpu"))  # a device type that sorts after "mps": no backend of ours waits
     assert waited == [torch.device("cuda", 1), "mps"]
 
 

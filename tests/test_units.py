@@ -59,6 +59,11 @@ def test_money_energy_co2_and_counts() -> None:
     assert energy(3.6e6 * 1e6) == "1 GWh" and energy(3.6e6 * 1e3) == "1 MWh" and co2(1e3) == "1 t"
 
 
+def test_energy_divides_by_exactly_3_6_megajoules() -> None:
+    """Just below the third significant figure's rounding edge, so a kWh of 3.599999 MJ rounds up."""
+    assert energy(3.6e6 * 1.0049999) == "1 kWh" and energy(3.6e6 * 1.0050001) == "1.01 kWh"
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(86400, "1.0 d"), (86399.9, "24.0 h"), (3600, "1.0 h"), (3599, "60.0 min"), (60, "1.0 min"), (59.99, "59.99 s"),
@@ -73,5 +78,7 @@ def test_si_and_bytes() -> None:
     assert si(999, "W") == "999 W" and si(1000, "W") == "1 kW" and si(-2e6, "W") == "-2 MW"
     assert si(2.5e9, "B/s") == "2.5 GB/s" and si(25e6, "bit/s") == "25 Mbit/s" and si(1e3, "params") == "1 kparams"
     assert si(0.5, "ratio") == "50.0 %" and si(2, "s") == "2.00 s"
+    assert [si(v, "FLOP/s") for v in (1e15, 1e12, 1e9, 1e6, 1e3)] == \
+        ["1 PFLOP/s", "1 TFLOP/s", "1 GFLOP/s", "1 MFLOP/s", "1 kFLOP/s"]
     assert [bytes_(v) for v in (1024**3, 1.5 * 1024**3, 1023, 1024, 2**40, 3 * 2**20)] == \
         ["1 GiB", "1.5 GiB", "1023 B", "1 KiB", "1 TiB", "3 MiB"]
