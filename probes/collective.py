@@ -280,7 +280,8 @@ def _run(
     """Every rank sees the same (slowest) times, so every rank takes the same decisions."""
     rv, result = sweep.rv, ProbeResult()
     factor = busbw_factor(rv.world)
-    common = {"world": rv.world, "backend": backend, "master": rv.master, "op": "sum", "timer": TIMER}
+    common = {"world": rv.world, "backend": backend, "master": rv.master, "op": "sum", "timer": TIMER,
+              "size_budget_s": budget_s, "op_limit_s": limit_s}
     if note:
         common["backend_note"] = note
     try:

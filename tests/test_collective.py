@@ -107,6 +107,39 @@ def test_without_nccl_a_gpu_rank_all_reduces_cpu_tensors_over_gloo(monkeypatch: 
     assert {m.params["backend_note"] for m in result.measurements} == {collective.NO_NCCL}
 
 
+def _two_ranks_on_loopback(**options: object) -> ProbeResult:
+    """Rank 1 in a thread, rank 0 here, on loopback; rank 0's result."""
+    master = f"127.0.0.1:{_free_loopback_port()}"
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(measure_collective, rank=1, world=2, master=master, timeout_s=30, **options)
+        result = measure_collective(rank=0, world=2, master=master, timeout_s=30, **options)
+        assert other.result().measurements == []
+    return result
+
+
+@pytest.mark.parametrize(("quick", "budget_s", "limit_s"), [(True, 0.3, 2.0), (False, 1.0, 10.0)])
+def test_each_figure_records_the_sweeps_time_budget_and_limit(quick: bool, budget_s: float, limit_s: float) -> None:
+    """--quick spends 0.3 s per size and allows 2 s per all-reduce; a full sweep 1 s and 10 s."""
+    result = _two_ranks_on_loopback(quick=quick, sizes=[1024])
+    assert {(m.params["size_budget_s"], m.params["op_limit_s"]) for m in result.measurements} == {(budget_s, limit_s)}
+
+
+def test_the_sweeps_sizes_are_nccl_tests_range_and_a_quick_quarter_of_it() -> None:
+    assert collective.DEFAULT_SIZES == tuple(1024 * 2**k for k in range(19))  # 1 KiB to 256 MiB
+    assert collective.QUICK_SIZES == (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+
+
+def test_a_master_that_does_not_resolve_is_named_with_the_resolvers_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_: object, **__: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    rv = Rendezvous(rank=1, world=2, host="nowhere.invalid", port=29500)
+    with pytest.raises(ProbeError) as err:
+        collective._local_address(rv)
+    assert str(err.value) == "collective: no route from rank 1 to master nowhere.invalid:29500: Name or service not known"
+
+
 def test_rendezvous_from_torchrun_environment() -> None:
     env = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
     rv = resolve_rendezvous(None, None, None, env)
