@@ -9,6 +9,8 @@ not anything a GPU would have to show.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -52,13 +54,20 @@ def test_a_call_slower_than_the_block_is_timed_one_call_per_block() -> None:
     assert (timing.warmup_calls, timing.calls_per_block, timing.seconds_per_call) == (2, 1, [STEP] * 3)
 
 
-@pytest.mark.parametrize(("max_s", "blocks_taken"), [(25 * STEP, 3), (35 * STEP, 4), (1.0, 7)])
+@pytest.mark.parametrize(("max_s", "blocks_taken"), [(25 * STEP, 3), (35 * STEP, 4), (40 * STEP, 4), (1.0, 7)])
 def test_max_s_stops_after_the_block_that_passes_it_but_never_before_min_blocks(max_s: float, blocks_taken: int) -> None:
     clock = StepClock()
     timer = DeviceTimer(CPU, clock=clock)
     timing = timer.measure(clock.work, block_s=10 * STEP, blocks=7, max_s=max_s, warmup_s=0.0, min_blocks=3)
     assert len(timing.seconds_per_call) == blocks_taken
-    assert timing.elapsed_s == blocks_taken * 10 * STEP
+    assert timing.elapsed_s == blocks_taken * 10 * STEP  # at exactly max_s (40 steps) no block follows
+
+
+def test_a_timing_cannot_be_altered_once_measured() -> None:
+    clock = StepClock()
+    timing = DeviceTimer(CPU, clock=clock).measure(clock.work, block_s=STEP, blocks=3, max_s=1.0, warmup_s=0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        timing.elapsed_s = 0.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(("window", "blocks_taken"), [(100 * STEP, 10), (95 * STEP, 10), (5 * STEP, 3)])
