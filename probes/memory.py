@@ -23,6 +23,9 @@ PROBE = "memory"
 MiB = 1024**2
 TRIAD_SCALAR = 3.0
 HOST_LINK_BYTES = 256 * MiB
+#: Each timed block lasts about this long (host link: longer, its copies are slower to start), and
+#: a figure's blocks stop after MAX_S once three are taken.
+BLOCK_S, HOST_LINK_BLOCK_S, MAX_S = 0.02, 0.05, 5.0
 
 
 def array_bytes(kind: str, llc_bytes: int | None, memory_bytes: int | None) -> int:
@@ -59,7 +62,8 @@ def measure_memory(
     elements = array_bytes(kind, llc_bytes, memory_bytes) // dtype.itemsize
     blocks = 10 if quick else 30
     threads = torch.get_num_threads() if kind == "cpu" else None
-    params = {"bytes_per_array": elements * dtype.itemsize, "dtype": _DTYPE_NAMES[dtype], "threads": threads}
+    params = {"bytes_per_array": elements * dtype.itemsize, "dtype": _DTYPE_NAMES[dtype], "threads": threads,
+              "block_s": BLOCK_S, "max_s": MAX_S}
 
     result = ProbeResult()
     try:
@@ -101,11 +105,11 @@ def _copy_and_triad(
     a = torch.rand(elements, dtype=dtype, device=dev)
     b = torch.rand(elements, dtype=dtype, device=dev)
     c = torch.rand(elements, dtype=dtype, device=dev)
-    copy = timer.measure(lambda: b.copy_(a), block_s=0.02, blocks=blocks, max_s=5.0)
+    copy = timer.measure(lambda: b.copy_(a), block_s=BLOCK_S, blocks=blocks, max_s=MAX_S)
     copy_energy = energy_of(meter, lambda: b.copy_(a), dev)
 
     progress(f"memory on {device}: triad", 0.4)
-    triad = timer.measure(lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), block_s=0.02, blocks=blocks, max_s=5.0)
+    triad = timer.measure(lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), block_s=BLOCK_S, blocks=blocks, max_s=MAX_S)
     triad_energy = energy_of(meter, lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=a), dev)
     if not torch.allclose(a[:1024], b[:1024] + TRIAD_SCALAR * c[:1024]):
         raise AssertionError("triad produced a wrong result")  # a torch bug, not a user error
@@ -142,9 +146,11 @@ def _host_copies(
     host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
     host.random_(0, 255)
     variant = "pinned" if pinned else "pageable"
-    params = {"bytes": nbytes, "pinned": pinned}
-    h2d = timer.measure(lambda: on_device.copy_(host, non_blocking=pinned), block_s=0.05, blocks=blocks, max_s=5.0)
-    d2h = timer.measure(lambda: host.copy_(on_device, non_blocking=pinned), block_s=0.05, blocks=blocks, max_s=5.0)
+    params = {"bytes": nbytes, "pinned": pinned, "block_s": HOST_LINK_BLOCK_S, "max_s": MAX_S}
+    h2d = timer.measure(lambda: on_device.copy_(host, non_blocking=pinned), block_s=HOST_LINK_BLOCK_S, blocks=blocks,
+                        max_s=MAX_S)
+    d2h = timer.measure(lambda: host.copy_(on_device, non_blocking=pinned), block_s=HOST_LINK_BLOCK_S, blocks=blocks,
+                        max_s=MAX_S)
     return [
         _bandwidth("h2d_bandwidth", device, variant, nbytes, h2d, params),
         _bandwidth("d2h_bandwidth", device, variant, nbytes, d2h, params),

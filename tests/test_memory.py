@@ -19,12 +19,35 @@ SECONDS_PER_CALL = 1e-3
 
 
 @pytest.fixture
-def known_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    def measure(self: DeviceTimer, fn, *, blocks: int, **_: object) -> Timing:  # type: ignore[no-untyped-def]
+def known_seconds(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every timed figure takes SECONDS_PER_CALL a call; returns what each measure() was asked."""
+    asked: list[dict] = []
+
+    def measure(self: DeviceTimer, fn, *, blocks: int, **options: object) -> Timing:  # type: ignore[no-untyped-def]
+        asked.append({"blocks": blocks, **options})
         fn()
         return Timing([SECONDS_PER_CALL] * blocks, calls_per_block=5, warmup_calls=2, elapsed_s=0.1)
 
     monkeypatch.setattr(DeviceTimer, "measure", measure)
+    return asked
+
+
+@pytest.mark.parametrize(("quick", "blocks"), [(True, 10), (False, 30)])
+def test_copy_and_triad_take_blocks_of_20_ms_for_at_most_5_s_and_say_so(known_seconds: list[dict], quick: bool,
+                                                                         blocks: int) -> None:
+    steps: list[tuple[str, float]] = []
+    result = measure_memory("cpu", "cpu", quick=quick, llc_bytes=8 * MiB, progress=lambda s, f: steps.append((s, f)))
+    assert known_seconds == [{"blocks": blocks, "block_s": 0.02, "max_s": 5.0}] * 2
+    assert [(m.params["block_s"], m.params["max_s"]) for m in result.measurements] == [(0.02, 5.0)] * 2
+    assert steps == [("memory on cpu: copy", 0.0), ("memory on cpu: triad", 0.4), ("memory on cpu: done", 1.0)]
+
+
+@pytest.mark.parametrize(("quick", "blocks"), [(True, 10), (False, 20)])
+def test_host_copies_take_blocks_of_50_ms_for_at_most_5_s_and_say_so(known_seconds: list[dict], quick: bool,
+                                                                     blocks: int) -> None:
+    result = memory._host_link(torch.device("cpu"), DeviceTimer(torch.device("cpu")), quick=quick)
+    assert known_seconds == [{"blocks": blocks, "block_s": 0.05, "max_s": 5.0}] * 2  # pageable h2d, d2h
+    assert [(m.params["block_s"], m.params["max_s"]) for m in result.measurements] == [(0.05, 5.0)] * 2
 
 
 def test_arrays_are_at_least_four_times_the_last_level_cache() -> None:
@@ -69,7 +92,7 @@ def test_copy_and_triad_on_real_memory_are_checked_and_repeated() -> None:
 
 def test_mps_arrays_are_float32_and_count_the_same_bytes() -> None:
     assert array_dtype("mps") == torch.float32
-    assert array_dtype("cuda") == array_dtype("cpu") == torch.float64
+    assert array_dtype("cuda") == array_dtype("cpu") == array_dtype("xpu") == torch.float64
 
 
 @pytest.mark.usefixtures("known_seconds")
