@@ -84,12 +84,38 @@ def test_the_first_all_reduce_is_untimed_and_the_figures_are_exact() -> None:
     assert latency.params["timer"] == "host clock around synchronize(), slowest rank"
 
 
+def test_each_size_takes_as_many_all_reduces_as_fit_its_budget() -> None:
+    """0.1 s over 1.001024 ms (1 KiB) fits 99.9: 100 of them; 0.1 s over 5.096 ms (4 MiB) 19.6: 20."""
+    sweep = ScriptedSweep(world=2)
+    result = collective._run(sweep, [1024, 4 * MiB], budget_s=0.1, limit_s=2.0, min_iterations=3, max_iterations=1000,
+                             backend="gloo", progress=lambda *_: None)  # fmt: skip
+    iterations = [m.params["iterations"] for m in result.measurements if m.metric == "allreduce_busbw"]
+    assert iterations == [100, 20]
+
+
+def test_a_size_over_the_limit_skips_it_and_every_larger_one_naming_the_last() -> None:
+    sweep = ScriptedSweep(world=2)  # all-reduces of 1 ms + 1 ns a byte: 4 MiB takes 5.19 ms
+    result = collective._run(sweep, [1024, 4 * MiB, 16 * MiB], budget_s=0.0, limit_s=0.005, min_iterations=3,
+                             max_iterations=100, backend="gloo", progress=lambda *_: None)  # fmt: skip
+    assert [m.params["bytes"] for m in result.measurements if m.metric == "allreduce_busbw"] == [1024]
+    [skipped] = result.unavailable
+    assert skipped.reason == (f"sizes {4 * MiB} to {16 * MiB} B skipped: one all-reduce of {4 * MiB} B took 0.00519 s, "
+                              "over the 0.005 s allowed per operation")
+
+
+@pytest.mark.parametrize("sizes", [[0], [1024, 6]])
+def test_sizes_must_be_positive_multiples_of_a_float32(sizes: list[int]) -> None:
+    with pytest.raises(ProbeError, match="^collective: message sizes must be positive multiples of 4 bytes"):
+        measure_collective(rank=0, world=2, master="127.0.0.1:1", sizes=sizes)
+
+
 def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
     assert rank_device("cuda:0", {"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
     assert rank_device("cuda", {"LOCAL_RANK": "1"}) == torch.device("cuda", 1)
     assert rank_device("cuda:2", {}) == torch.device("cuda", 2)
     assert rank_device("cuda", {}) == torch.device("cuda", 0)
     assert rank_device("cpu", {"LOCAL_RANK": "3"}) == torch.device("cpu")
+    assert rank_device("mps", {"LOCAL_RANK": "1"}) == torch.device("mps")  # one Apple GPU, whatever the rank
 
 
 def test_without_nccl_a_gpu_rank_all_reduces_cpu_tensors_over_gloo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +148,11 @@ def test_each_figure_records_the_sweeps_time_budget_and_limit(quick: bool, budge
     """--quick spends 0.3 s per size and allows 2 s per all-reduce; a full sweep 1 s and 10 s."""
     result = _two_ranks_on_loopback(quick=quick, sizes=[1024])
     assert {(m.params["size_budget_s"], m.params["op_limit_s"]) for m in result.measurements} == {(budget_s, limit_s)}
+
+
+def test_at_most_100_all_reduces_per_size_by_default() -> None:
+    result = _two_ranks_on_loopback(sizes=[1024], size_budget_s=1e9)
+    assert [m.params["iterations"] for m in result.measurements] == [100, 100]  # busbw and latency
 
 
 def test_the_sweeps_sizes_are_nccl_tests_range_and_a_quick_quarter_of_it() -> None:
@@ -157,7 +188,7 @@ def test_rendezvous_from_torchrun_environment() -> None:
         (0, 2, "h", "bad master 'h': expected HOST:PORT"),
         (0, 2, "h:70000", "bad master port 70000"),
         (0, 1, "h:1", "needs at least 2 ranks"),
-        (2, 2, "h:1", "rank 2 is outside world 2"),
+        (2, 2, "h:1", r"rank 2 is outside world 2 \(0\.\.1\)$"),
     ],
 )
 def test_rendezvous_errors_say_what_is_missing(rank: int | None, world: int | None, master: str | None, message: str) -> None:
