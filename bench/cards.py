@@ -92,16 +92,18 @@ def card_figures(doc: RunDocument, cards: list[Card]) -> list[CardFigure]:
         if m.efficiency and m.unit in PER_WATT_UNITS:
             for card in cards:
                 limit = datasheet_limit(card, m.metric, m.dtype)
+                power = card.board_power_w  # None for a GPU with no power of its own (Apple's)
                 rows.append(CardFigure(
                     **common, unit=PER_WATT_UNITS[m.unit], value=m.efficiency, card=card,  # type: ignore[arg-type]
-                    datasheet=limit[0] / card.board_power_w if limit else None,
-                    datasheet_source=f"datasheet figure / board power: {card.source('power')}" if limit else None,
+                    datasheet=limit[0] / power if limit and power else None,
+                    datasheet_source=f"datasheet figure / board power: {card.source('power')}" if limit and power else None,
                     per_watt=True,
                 ))  # fmt: skip
     for device in doc.devices:
         if not device.memory_bytes:
             continue
         for card in cards:
+            size = float(card.memory_bytes) if card.memory_bytes else None
             rows.append(CardFigure("memory_bytes", None, None, device.id, "B", float(device.memory_bytes), card,
-                                   float(card.memory_bytes), card.source("memory")))  # fmt: skip
+                                   size, card.source("memory") if size else None))  # fmt: skip
     return rows

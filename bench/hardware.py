@@ -119,12 +119,14 @@ class Card:
     aliases: tuple[str, ...]
     year: int
     peak: Mapping[str, float] = field(compare=False)
-    memory_bytes: int
-    memory_bandwidth: float
-    board_power_w: float
-    pcie: Pcie
+    #: None where the vendor publishes no figure (an Apple GPU shares the Mac's memory, has no board
+    #: power, host link or price of its own); consumers skip what is None.
+    memory_bytes: int | None
+    memory_bandwidth: float | None
+    board_power_w: float | None
+    pcie: Pcie | None
     nvlink_bandwidth: float | None
-    launch_price_usd: float
+    launch_price_usd: float | None
     sources: Mapping[str, str] = field(compare=False)
     datacenter: bool = False
     notes: str = ""
@@ -143,6 +145,12 @@ class Card:
     def achievable_bandwidth(self, kernel: str) -> Achieved | None:
         """Memory bandwidth of a STREAM kernel ("copy" or "triad") measured on this card, or None."""
         return self.achieved_bandwidth.get(kernel)
+
+    def missing_datasheet(self) -> list[str]:
+        """The figures a projection of this card needs that its vendor does not publish (Apple GPUs)."""
+        figures = (("FLOP/s", self.peak), ("memory size", self.memory_bytes), ("board power", self.board_power_w),
+                   ("host link", self.pcie), ("price", self.launch_price_usd))
+        return [what for what, figure in figures if not figure]
 
     @property
     def best_training_dtype(self) -> str:
@@ -195,6 +203,88 @@ _A100_DATASHEET = ("NVIDIA A100 Tensor Core GPU datasheet: https://www.nvidia.co
 _H100_DATASHEET = "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet"
 _GH200 = ("NVIDIA GH200 Grace Hopper Superchip datasheet (GPU figures; tensor figures halved from the sparse "
           "ones it quotes): https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/")
+
+_APPLE_NONE = ("Apple publishes no board power, host link, memory size or price for the GPU of an M-series chip: "
+               "it shares the Mac's power, unified memory and price; none is given")
+
+
+def _apple(chip: str, gpu_cores: int, year: int, *, bandwidth_gbps: float | None, bandwidth_source: str,
+           fp32_tflops: float | None = None, flops_source: str | None = None) -> Card:
+    """An Apple M-series GPU: one row per chip and GPU core count, which the inventory puts in the
+    device name ("Apple M1 Max GPU (32-core)"); a name without the count matches no row.
+
+    Only Apple's own figures: FP32 where Apple stated it (for the top configuration of some chips),
+    memory bandwidth per chip. Apple states no FP16/BF16 rate, so there is none."""
+    alias = f"{chip.lower()} {gpu_cores} core"
+    no_flops = (f"Apple states no FLOP/s for the {gpu_cores}-core GPU of {chip}, nor a per-core figure to "
+                "scale from; none is given")
+    no_bandwidth = f"Apple states no memory bandwidth for {chip}; none is given"
+    return _card(
+        key=f"{chip.lower().replace(' ', '-')}-{gpu_cores}c", name=f"Apple {chip} {gpu_cores}-core GPU",
+        aliases=(alias,), year=year,
+        peak={"fp32": fp32_tflops * T} if fp32_tflops is not None else {},
+        memory_bytes=None, memory_bandwidth=bandwidth_gbps * GBPS if bandwidth_gbps is not None else None,
+        board_power_w=None, pcie=None, nvlink_bandwidth=None, launch_price_usd=None,
+        sources={"*": _APPLE_NONE, "flops": flops_source or no_flops,
+                 "bandwidth": bandwidth_source if bandwidth_gbps is not None else no_bandwidth},
+        notes="Unified memory: the GPU uses the Mac's RAM. FP16/BF16 rates are not published.",
+    )
+
+
+_M1 = ("Apple, M1 announcement, 10 Nov 2020 ('One More Thing' event and press release 'Apple unleashes M1'): "
+       "8-core GPU, 2.6 teraflops of throughput; as reported by MacRumors: "
+       "https://www.macrumors.com/2020/11/10/apple-announces-m1-chip-for-the-mac/")
+_M1_PRO_MAX = ("Apple press release 'Introducing M1 Pro and M1 Max', 18 Oct 2021 (M1 Pro 200GB/s, M1 Max 400GB/s "
+               "of memory bandwidth, one figure per chip); Business Wire text: https://semiwiki.com/forum/index.php"
+               "?threads/introducing-m1-pro-and-m1-max-the-most-powerful-chips-apple-has-ever-built.14790/")
+_M1_PRO_FLOPS = ("Apple 'Unleashed' event, 18 Oct 2021, M1 Pro GPU: 16 cores, 2,048 execution units, 5.2 teraflops; "
+                 "as reported by Stuff (https://stuff.co.za/?p=135995); the press release states no TFLOPS")
+_M1_MAX_FLOPS = ("Apple 'Unleashed' event, 18 Oct 2021, M1 Max GPU: 32 cores, 4,096 execution units, 10.4 teraflops; "
+                 "as reported by https://www.italy24news.com/News/228490.html; the press release states no TFLOPS")
+_M1_ULTRA = ("Apple press release 'Apple unveils M1 Ultra', 8 Mar 2022: 800GB/s memory bandwidth; as reported by "
+             "Notebookcheck: https://www.notebookcheck.net/Apple-M1-Ultra-revealed-with-UltraFusion-architecture-"
+             "a-20-core-CPU-and-up-to-a-64-core-GPU.607117.0.html")
+_M1_ULTRA_FLOPS = ("Apple 'Peek Performance' event, 8 Mar 2022: M1 Ultra 64-core GPU, 21 teraflops; as reported by "
+                   "https://techidence.com/apple-m1-ultra-the-most-powerful-apple-chip-stands-out-with-20-cpu-cores"
+                   "-and-64-gpu-cores/; the press release states no TFLOPS")
+_M2 = ("Apple M2 announcement (WWDC, 6 Jun 2022): 100GB/s of unified memory bandwidth; as reported by MacRumors: "
+       "https://www.macrumors.com/2022/06/06/apple-announces-m2-chip-with-support-for-up-to-24gb-memory/")
+_M2_PRO_MAX = ("Apple newsroom, 'Apple unveils M2 Pro and M2 Max', 17 Jan 2023 (M2 Pro 200GB/s, M2 Max 400GB/s of "
+               "unified memory bandwidth): https://www.apple.com/hk/en/newsroom/2023/01/"
+               "apple-unveils-m2-pro-and-m2-max-next-generation-chips-for-next-level-workflows")
+_M2_ULTRA = ("Apple newsroom, 'Apple introduces M2 Ultra', 5 Jun 2023: 800GB/s of memory bandwidth: "
+             "https://www.apple.com/pt/newsroom/2023/06/apple-introduces-m2-ultra")
+_M4_PRO_MAX = ("Apple M4 Pro and M4 Max announcements, 29-30 Oct 2024: M4 Pro 273GB/s, M4 Max (16-core CPU, 40-core "
+               "GPU) 546GB/s of unified memory bandwidth; as reported by TechCrunch ('Apple announces M4 Max chip, "
+               "debuting on the MacBook Pro', 30 Oct 2024) and Notebookcheck: https://www.notebookcheck.net/"
+               "Apple-M4-Max-official-with-incremental-upgrades-over-the-M3-Max.911098.0.html")
+
+#: Apple M-series GPUs with at least one figure Apple published. Left out: M1's 7-core GPU (no figure),
+#: every M3 and the M4 base chip (no GPU FLOP/s, and no bandwidth per GPU configuration found), M4 Max's
+#: 32-core GPU (its 410GB/s not found in Apple's words).
+APPLE_GPUS: tuple[Card, ...] = (
+    _apple("M1", 8, 2020, bandwidth_gbps=None, bandwidth_source="", fp32_tflops=2.6, flops_source=_M1),
+    _apple("M1 Pro", 14, 2021, bandwidth_gbps=200, bandwidth_source=_M1_PRO_MAX),
+    _apple("M1 Pro", 16, 2021, bandwidth_gbps=200, bandwidth_source=_M1_PRO_MAX, fp32_tflops=5.2,
+           flops_source=_M1_PRO_FLOPS),
+    _apple("M1 Max", 24, 2021, bandwidth_gbps=400, bandwidth_source=_M1_PRO_MAX),
+    _apple("M1 Max", 32, 2021, bandwidth_gbps=400, bandwidth_source=_M1_PRO_MAX, fp32_tflops=10.4,
+           flops_source=_M1_MAX_FLOPS),
+    _apple("M1 Ultra", 48, 2022, bandwidth_gbps=800, bandwidth_source=_M1_ULTRA),
+    _apple("M1 Ultra", 64, 2022, bandwidth_gbps=800, bandwidth_source=_M1_ULTRA, fp32_tflops=21,
+           flops_source=_M1_ULTRA_FLOPS),
+    _apple("M2", 8, 2022, bandwidth_gbps=100, bandwidth_source=_M2),
+    _apple("M2", 10, 2022, bandwidth_gbps=100, bandwidth_source=_M2),
+    _apple("M2 Pro", 16, 2023, bandwidth_gbps=200, bandwidth_source=_M2_PRO_MAX),
+    _apple("M2 Pro", 19, 2023, bandwidth_gbps=200, bandwidth_source=_M2_PRO_MAX),
+    _apple("M2 Max", 30, 2023, bandwidth_gbps=400, bandwidth_source=_M2_PRO_MAX),
+    _apple("M2 Max", 38, 2023, bandwidth_gbps=400, bandwidth_source=_M2_PRO_MAX),
+    _apple("M2 Ultra", 60, 2023, bandwidth_gbps=800, bandwidth_source=_M2_ULTRA),
+    _apple("M2 Ultra", 76, 2023, bandwidth_gbps=800, bandwidth_source=_M2_ULTRA),
+    _apple("M4 Pro", 16, 2024, bandwidth_gbps=273, bandwidth_source=_M4_PRO_MAX),
+    _apple("M4 Pro", 20, 2024, bandwidth_gbps=273, bandwidth_source=_M4_PRO_MAX),
+    _apple("M4 Max", 40, 2024, bandwidth_gbps=546, bandwidth_source=_M4_PRO_MAX),
+)
 
 # -- published measurements --------------------------------------------------------------------
 
@@ -796,7 +886,7 @@ CARDS: tuple[Card, ...] = (
                                  "15360x4096x3072", "2025-07-09"),
         },
     ),
-)
+) + APPLE_GPUS
 
 
 def _tokens(name: str) -> tuple[str, ...]:
@@ -873,9 +963,9 @@ def datasheet_limit(card: Card, metric: str, dtype: str | None = None) -> tuple[
         peak = peak_flops(card, dtype) if dtype else None
         return (peak, card.source("flops")) if peak else None
     if metric in _KERNEL_OF:
-        return card.memory_bandwidth, card.source("bandwidth")
+        return (card.memory_bandwidth, card.source("bandwidth")) if card.memory_bandwidth else None
     if metric in ("h2d_bandwidth", "d2h_bandwidth"):
-        return card.pcie.bandwidth, card.source("pcie")
+        return (card.pcie.bandwidth, card.source("pcie")) if card.pcie else None
     return None
 
 

@@ -255,7 +255,7 @@ def with_datasheet_peak(m: Measurement, devices: list[Device]) -> Measurement:
     elif m.metric in ("mem_copy_bandwidth", "mem_triad_bandwidth"):
         peak, source = card.memory_bandwidth, card.source("bandwidth")
     elif m.metric in ("h2d_bandwidth", "d2h_bandwidth"):
-        peak, source = card.pcie.bandwidth, card.source("pcie")
+        peak, source = (card.pcie.bandwidth if card.pcie else None), card.source("pcie")
     else:
         return m
     if peak is None:

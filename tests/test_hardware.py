@@ -8,6 +8,7 @@ import pytest
 
 from bench.errors import FlopwattError
 from bench.hardware import (
+    APPLE_GPUS,
     CARDS,
     DTYPES,
     T,
@@ -121,7 +122,11 @@ def test_an_unknown_card_names_the_close_ones_on_one_line() -> None:
         get_card("Voodoo 2")
 
 
-@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.key)
+#: The cards with a datasheet of their own (an Apple GPU has no memory, power, link or price of its own).
+BOARDS = [card for card in CARDS if card not in APPLE_GPUS]
+
+
+@pytest.mark.parametrize("card", BOARDS, ids=lambda c: c.key)
 def test_every_card_is_sourced_and_positive(card) -> None:  # type: ignore[no-untyped-def]
     assert card.sources["*"]
     assert "https://" in card.sources["*"] or "https://" in card.source("flops")
@@ -254,3 +259,76 @@ def test_pcie_bandwidth() -> None:
     # PCIe 4.0 x16: 16 GT/s x 16 lanes x 128/130 / 8 = 31.5 GB/s per direction; x8 half of it.
     assert get_card("rtx4090").pcie.bandwidth == pytest.approx(31.5e9, rel=0.01)
     assert get_card("rtx4060").pcie.bandwidth == pytest.approx(31.5e9 / 2, rel=0.01)
+
+
+#: Apple's own figures, typed here from the sources each row cites (TFLOPS FP32, GB/s); None: not published.
+APPLE_FIGURES = {
+    "m1-8c": (2.6, None), "m1-pro-14c": (None, 200), "m1-pro-16c": (5.2, 200),
+    "m1-max-24c": (None, 400), "m1-max-32c": (10.4, 400), "m1-ultra-48c": (None, 800), "m1-ultra-64c": (21, 800),
+    "m2-8c": (None, 100), "m2-10c": (None, 100), "m2-pro-16c": (None, 200), "m2-pro-19c": (None, 200),
+    "m2-max-30c": (None, 400), "m2-max-38c": (None, 400), "m2-ultra-60c": (None, 800), "m2-ultra-76c": (None, 800),
+    "m4-pro-16c": (None, 273), "m4-pro-20c": (None, 273), "m4-max-40c": (None, 546),
+}
+
+
+def test_apple_gpus_carry_exactly_apples_figures_and_nothing_else() -> None:
+    assert {card.key for card in APPLE_GPUS} == set(APPLE_FIGURES)
+    for card in APPLE_GPUS:
+        tflops, gbps = APPLE_FIGURES[card.key]
+        assert dict(card.peak) == ({"fp32": tflops * 1e12} if tflops else {}), card.key
+        assert card.memory_bandwidth == (gbps * 1e9 if gbps else None), card.key
+        assert (card.memory_bytes, card.board_power_w, card.pcie, card.launch_price_usd) == (None,) * 4
+        assert card.achieved_flops == {} and card.achieved_bandwidth == {}
+        if tflops:
+            assert f"{tflops:g} teraflops" in card.source("flops") and "Apple" in card.source("flops")
+        else:
+            assert "Apple states no FLOP/s" in card.source("flops")
+        if gbps:
+            assert f"{gbps}GB/s" in card.source("bandwidth") and "https://" in card.source("bandwidth")
+        for figure in ("power", "price", "pcie", "memory"):
+            assert "Apple publishes no" in card.source(figure)
+
+
+@pytest.mark.parametrize(
+    ("device_name", "key"),
+    [
+        ("Apple M2 Max GPU (38-core)", "m2-max-38c"),
+        ("Apple M2 Max GPU (30-core)", "m2-max-30c"),
+        ("Apple M1 Max GPU (32-core)", "m1-max-32c"),
+        ("Apple M1 GPU (8-core)", "m1-8c"),
+        ("Apple M1 Ultra GPU (64-core)", "m1-ultra-64c"),
+        ("Apple M4 Pro GPU (20-core)", "m4-pro-20c"),
+        ("M1 Max 32-core", "m1-max-32c"),
+        ("m2-ultra-76c", "m2-ultra-76c"),
+    ],
+)
+def test_an_apple_gpu_is_found_by_chip_and_core_count(device_name: str, key: str) -> None:
+    card = find_card(device_name)
+    assert card is not None and card.key == key
+
+
+def test_the_m2_max_38_core_row_has_exactly_its_cited_numbers() -> None:
+    card = find_card("Apple M2 Max GPU (38-core)")
+    assert card is not None and card.memory_bandwidth == 400e9 and dict(card.peak) == {}
+    assert datasheet_limit(card, "mem_copy_bandwidth") == (400e9, card.source("bandwidth"))
+    assert datasheet_limit(card, "matmul_flops", "fp32") is None  # Apple states no M2 FLOP/s
+    assert datasheet_limit(card, "h2d_bandwidth") is None
+    m1_max = get_card("m1-max-32c")
+    assert datasheet_limit(m1_max, "matmul_flops", "fp32") == (10.4e12, m1_max.source("flops"))
+    assert datasheet_limit(m1_max, "matmul_flops", "bf16") is None
+
+
+@pytest.mark.parametrize(
+    "device_name",
+    ["Apple M1 GPU", "Apple M1 Pro GPU", "Apple M1 Max GPU", "Apple M1 Ultra GPU", "Apple M2 GPU", "Apple M2 Max GPU",
+     "Apple M4 Max GPU", "Apple M1 GPU (7-core)", "Apple M3 Max GPU (40-core)", "Apple M4 Max GPU (32-core)",
+     "Apple M1 Max GPU (38-core)"],
+)
+def test_an_apple_gpu_without_a_known_core_count_matches_no_row(device_name: str) -> None:
+    """MPS names the GPU by chip alone: a 24-core and a 32-core M1 Max must not share a row."""
+    assert find_card(device_name) is None
+
+
+def test_a_chip_without_its_core_count_names_its_configurations() -> None:
+    with pytest.raises(FlopwattError, match=r"^unknown card 'M1 Max'; did you mean m1-max-32c, m1-max-24c\?$"):
+        get_card("M1 Max")

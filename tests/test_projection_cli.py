@@ -198,3 +198,17 @@ def test_hours_per_day_stretch_the_calendar() -> None:
                    "--hours-per-day", "12")["strategies"]
     join = 2 * 125e6 * 8 / 100e6  # the bf16 weights over the default 100 Mbit/s downlink, once a day
     assert d["calendar_s"] == pytest.approx(d["wall_clock_s"] / ((12 * 3600 - join) / 86400), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (("--card", "m1-max-32c"), "card m1-max-32c has no datasheet memory size, board power, host link, price"),
+        (("--card", "m2-max-38c"), "card m2-max-38c has no datasheet FLOP/s, memory size, board power, host link, price"),
+        (("--card", "gtx1080", "--dc-card", "m1-ultra-64c"), "datacenter card m1-ultra-64c has no datasheet memory size"),
+    ],
+)
+def test_an_apple_gpu_cannot_be_projected_from_a_datasheet_apple_does_not_publish(
+    args: tuple[str, ...], expect: str
+) -> None:
+    fails_cleanly(("--params", "125M", *args), expect)

@@ -126,6 +126,10 @@ def _card_flops(card: Card, dtype: str) -> Figure:
 def node_from_card(card: Card, *, utilisation: float | None = None, gpus: int = 1) -> Node:
     """A node of `gpus` x `card` with datasheet figures and the assumed host around them."""
     check(gpus, "gpus per node", 1, 1024, low_inclusive=True)
+    missing = card.missing_datasheet()
+    if missing:
+        raise FlopwattError(f"card {card.key} has no datasheet {', '.join(missing)} to project from; "
+                            "project a run measured on it instead (--run)")
     dtype = card.best_training_dtype
     src = card.source
     flops = _card_flops(card, dtype)
@@ -312,7 +316,7 @@ def node_from_run(doc: Mapping[str, Any], *, watts: float | None = None) -> Node
         power = Figure(check(watts, "node watts", 0, 100_000), "option --node-watts (the whole node)")
     elif energy.get("watts_avg"):
         power = Figure(float(energy["watts_avg"]), f"{label}: average power during matmul ({energy.get('method')})")
-    elif card is not None:
+    elif card is not None and card.board_power_w is not None:
         power = Figure(card.board_power_w, f"datasheet board power (run has no power figure): {card.source('power')}")
     else:
         raise FlopwattError(f"run {run_id[:8]} has no power figure for {name!r} (energy.watts_avg of matmul_flops) "
@@ -327,10 +331,10 @@ def node_from_run(doc: Mapping[str, Any], *, watts: float | None = None) -> Node
 
     node = Node(
         name=name, dtype=dtype, flops=flops, utilisation=util, memory_bytes=memory, watts=power, idle_watts=idle_w,
-        price_usd=Figure(card.launch_price_usd, card.source("price")) if card else None,
+        price_usd=Figure(card.launch_price_usd, card.source("price")) if card and card.launch_price_usd else None,
         uplink_bps=best("net_upload", max), downlink_bps=best("net_download", max), rtt_s=best("net_rtt", min),
     )
-    if card is not None:
+    if card is not None and card.pcie is not None:
         node = replace(node, pcie_bw=Figure(card.pcie.bandwidth, f"PCIe {card.pcie.generation}.0: {card.source('pcie')}"))
     if watts is not None:
         node = replace(node, host_watts=Figure(0.0, "included in --node-watts"))

@@ -56,6 +56,8 @@ def scenario(model: ModelSpec, swarm: Swarm, *, tokens: float | None = None, dc_
     """Validate inputs into a Scenario; defaults: Chinchilla tokens, a FLOP-matched datacenter at `mfu`."""
     tok = default_tokens(model) if tokens is None else check(tokens, "tokens", 0, 1e16)
     card = get_card(dc_card) if isinstance(dc_card, str) else dc_card
+    if card.missing_datasheet():
+        raise FlopwattError(f"datacenter card {card.key} has no datasheet {', '.join(card.missing_datasheet())}")
     check(mfu, "utilisation (MFU)", 0, 1)
     for group in swarm.groups:
         node = group.node

@@ -129,12 +129,14 @@ def implausible(doc: RunDocument) -> list[str]:
                 f"{m.value / limit:.1f}x the {card.name} datasheet figure ({limit:.4g} {m.unit})".replace("  ", " ")
             )
         watts = m.energy.watts_avg if m.energy else None
-        if watts is not None and watts > PLAUSIBLE_FACTOR * card.board_power_w:
+        if watts is None or card.board_power_w is None:
+            continue
+        if watts > PLAUSIBLE_FACTOR * card.board_power_w:
             reasons.append(
                 f"measurements.{i}: {watts:.0f} W average is over {PLAUSIBLE_FACTOR:g}x the {card.name} "
                 f"board power ({card.board_power_w:.0f} W)"
             )
-        elif watts is not None and watts < MIN_POWER_SHARE * card.board_power_w:
+        elif watts < MIN_POWER_SHARE * card.board_power_w:
             reasons.append(
                 f"measurements.{i}: {watts:.1f} W average under load is below {MIN_POWER_SHARE:.0%} of the "
                 f"{card.name} board power ({card.board_power_w:.0f} W)"
@@ -166,5 +168,5 @@ def _datasheet_limit(card: Card, m: Measurement) -> float | None:
     if m.metric in ("mem_copy_bandwidth", "mem_triad_bandwidth"):
         return card.memory_bandwidth
     if m.metric in ("h2d_bandwidth", "d2h_bandwidth"):
-        return card.pcie.bandwidth
+        return card.pcie.bandwidth if card.pcie else None
     return None
