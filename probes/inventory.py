@@ -14,10 +14,13 @@ Device) live here, and the results server, which reads and writes documents, nev
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,10 +281,41 @@ def cpu_device(cpu: dict[str, Any]) -> Device:
     )
 
 
-def mps_device(cpu: dict[str, Any]) -> Device:
-    return Device(
-        id="mps", kind="mps", name=f"{cpu.get('brand_raw', 'Apple')} GPU", memory_bytes=psutil.virtual_memory().total
-    )
+def mps_device(cpu: dict[str, Any], displays_json: Callable[[], str | None] | None = None) -> Device:
+    """The Apple GPU, named by chip and GPU core count ("Apple M1 Max GPU (32-core)"): MPS names it by
+    chip alone, and a 24-core and a 32-core M1 Max differ by a third. Without the count the name stays
+    the chip's, which matches no reference card rather than the wrong one."""
+    name = f"{cpu.get('brand_raw', 'Apple')} GPU"
+    cores = apple_gpu_cores((displays_json or system_profiler_displays)())
+    if cores is None:
+        return Device(id="mps", kind="mps", name=name, memory_bytes=psutil.virtual_memory().total)
+    return Device(id="mps", kind="mps", name=f"{name} ({cores}-core)", memory_bytes=psutil.virtual_memory().total,
+                  extra={"gpu_cores": cores})
+
+
+def system_profiler_displays(command: tuple[str, ...] = ("system_profiler", "SPDisplaysDataType", "-json")) -> str | None:
+    """macOS's description of its GPUs as JSON, or None where the command is missing or fails."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def apple_gpu_cores(displays_json: str | None) -> int | None:
+    """The GPU core count of the Apple GPU in `system_profiler SPDisplaysDataType -json` output
+    (its "sppci_cores", a string such as "32"), or None where the output has none."""
+    try:
+        gpus = json.loads(displays_json or "{}").get("SPDisplaysDataType") or []
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    for gpu in gpus:
+        if not isinstance(gpu, dict) or gpu.get("spdisplays_vendor") != "sppci_vendor_Apple":
+            continue
+        cores = gpu.get("sppci_cores")
+        if isinstance(cores, str) and cores.isdigit():
+            return int(cores)
+    return None
 
 
 def cuda_device(index: int) -> Device:

@@ -189,3 +189,71 @@ def test_card_with_two_runs_is_refused(store: Store) -> None:
     store.save(b)
     result = runner.invoke(app, ["compare", a.run.id, b.run.id, "--card", "h100"])
     assert result.exit_code == 2 and "give one run, not several" in result.stderr
+
+
+def mac_run() -> RunDocument:
+    """An M1 Max (32-core GPU) Mac: fp32 and bf16 matmul and a memory copy on the GPU (MPS); fp32 carries an
+    energy window (flopwatt has no macOS meter yet, so an estimated one) to show no per-watt card figure."""
+    started = datetime(2026, 5, 2, 9, 0, tzinfo=timezone.utc)
+    energy = Energy(method="estimated", joules=380.0, watts_avg=38.0, watts_peak=41.0, seconds=10.0)
+
+    def figure(metric: str, unit: str, samples: list[float], **kw: object) -> Measurement:
+        probe = "compute" if metric == "matmul_flops" else "memory"
+        return Measurement(probe=probe, metric=metric, unit=unit, device="mps", samples=samples, **kw)  # type: ignore[arg-type]
+
+    return RunDocument(
+        run=RunInfo(id=new_run_id(), started_at=started, finished_at=started + timedelta(seconds=60),
+                    tool_version="0.1.0", command="probe --quick"),
+        host=Host(os="Darwin", python="3.11.7", torch="2.13.0", cpu_model="Apple M1 Max", ram_bytes=64 * GIB),
+        devices=[
+            Device(id="cpu", kind="cpu", name="Apple M1 Max", memory_bytes=64 * GIB),
+            Device(id="mps", kind="mps", name="Apple M1 Max GPU (32-core)", memory_bytes=64 * GIB,
+                   extra={"gpu_cores": 32}),
+        ],
+        measurements=[
+            figure("matmul_flops", "FLOP/s", [8.1e12, 8.3e12, 8.2e12], dtype="fp32", variant="burst", energy=energy),
+            figure("matmul_flops", "FLOP/s", [9.0e12, 9.2e12, 9.1e12], dtype="bf16", variant="burst"),
+            figure("mem_copy_bandwidth", "B/s", [331e9, 335e9, 333e9]),
+        ],
+    )  # fmt: skip
+
+
+def test_a_mac_run_beside_its_apple_gpu_row(store: Store) -> None:
+    """Only what Apple published is compared: FP32 (10.4 TFLOPS) and bandwidth (400 GB/s); no bf16,
+    no memory size, no per-watt figure (Apple states no GPU power)."""
+    doc = mac_run()
+    store.save(doc)
+    out = _json(doc.run.id[:8], "--card", "M1 Max 32-core")
+    assert [c["key"] for c in out["cards"]] == ["m1-max-32c"]
+    rows = out["rows"]
+    row = _row(rows, "matmul_flops", "m1-max-32c", dtype="fp32")
+    assert row["datasheet"] == 10.4e12 and row["basis"] == "datasheet" and "10.4 teraflops" in row["datasheet_source"]
+    assert row["ratio"] == pytest.approx(8.2e12 / 10.4e12)
+    assert row["machines_per_card"] == pytest.approx(10.4e12 / 8.2e12)
+    row = _row(rows, "matmul_flops", "m1-max-32c", dtype="bf16")
+    assert row["datasheet"] is None and row["ratio"] is None
+    row = _row(rows, "mem_copy_bandwidth", "m1-max-32c")
+    assert row["datasheet"] == 400e9 and row["ratio"] == pytest.approx(333e9 / 400e9)
+    row = _row(rows, "matmul_flops", "m1-max-32c", dtype="fp32", per_watt=True)
+    assert row["value"] == pytest.approx(8.2e12 / 38.0) and row["datasheet"] is None and row["ratio"] is None
+    row = [r for r in rows if r["metric"] == "memory_bytes" and r["device"] == "mps"][0]
+    assert row["datasheet"] is None and row["machines_per_card"] is None
+
+
+def test_a_mac_runs_own_apple_gpu_leads_the_default_cards(store: Store) -> None:
+    doc = mac_run()
+    store.save(doc)
+    out = _json(doc.run.id)
+    assert [(c["key"], c["own"]) for c in out["cards"]][:2] == [("m1-max-32c", True), ("gtx1080", False)]
+    # the table renders a card without power, memory size or host link
+    result = runner.invoke(app, ["compare", doc.run.id[:8]], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Apple M1 Max 32-core GPU" in result.stdout
+
+
+def test_an_apple_chip_without_its_core_count_is_one_line_naming_its_configurations(store: Store) -> None:
+    doc = mac_run()
+    store.save(doc)
+    result = runner.invoke(app, ["compare", doc.run.id, "--card", "M1 Max"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: unknown card 'M1 Max'; did you mean m1-max-32c, m1-max-24c?"

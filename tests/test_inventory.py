@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bench.errors import FlopwattError
+from bench.hardware import find_card
 from probes import inventory
 from probes.inventory import Device, kernel_runs_on, last_level_cache_bytes, missing_kernels, torch_blas
 
@@ -201,3 +202,46 @@ def test_asking_for_that_gpu_by_name_is_an_error_with_the_fix(monkeypatch: pytes
         run_inventory("cuda:0")
     _host, chosen, _missing = run_inventory("cuda")
     assert [d.id for d in chosen] == ["cuda:1"]
+
+
+PROFILER = Path(__file__).parent / "data" / "system_profiler"  # recorded outputs; README.md there names them
+
+
+def test_an_apple_gpu_is_named_with_the_core_count_macos_reports() -> None:
+    """A real M1 Pro's `system_profiler SPDisplaysDataType -json`: 16 GPU cores, so the 16-core row."""
+    recorded = (PROFILER / "m1_pro_16_core.json").read_text()
+    gpu = inventory.mps_device({"brand_raw": "Apple M1 Pro"}, displays_json=lambda: recorded)
+    assert gpu.name == "Apple M1 Pro GPU (16-core)" and gpu.extra == {"gpu_cores": 16}
+    card = find_card(gpu.name)
+    assert card is not None and card.key == "m1-pro-16c"
+    assert dict(card.peak) == {"fp32": 5.2e12} and card.memory_bandwidth == 200e9
+
+
+def test_a_configuration_without_published_figures_matches_no_row() -> None:
+    """A real M1 with the 7-core GPU: Apple's 2.6 TFLOPS is the 8-core's, so no row rather than that one."""
+    recorded = (PROFILER / "m1_7_core.json").read_text()
+    gpu = inventory.mps_device({"brand_raw": "Apple M1"}, displays_json=lambda: recorded)
+    assert gpu.name == "Apple M1 GPU (7-core)" and gpu.extra == {"gpu_cores": 7}
+    assert find_card(gpu.name) is None
+
+
+@pytest.mark.parametrize(
+    "output",
+    [None, "", "not json", "[]", '{"SPDisplaysDataType": [{"spdisplays_vendor": "sppci_vendor_Apple"}]}',
+     '{"SPDisplaysDataType": [{"spdisplays_vendor": "sppci_vendor_AMD", "sppci_cores": "40"}]}',
+     '{"SPDisplaysDataType": ["x", {"spdisplays_vendor": "sppci_vendor_Apple", "sppci_cores": "many"}]}'],
+)
+def test_without_a_core_count_the_name_stays_the_chips_and_matches_no_row(output: str | None) -> None:
+    gpu = inventory.mps_device({"brand_raw": "Apple M1 Max"}, displays_json=lambda: output)
+    assert gpu.name == "Apple M1 Max GPU" and gpu.extra == {}
+    assert find_card(gpu.name) is None
+
+
+@pytest.mark.parametrize("command", [("flopwatt-no-such-system-profiler",), ("false",)])
+def test_a_missing_or_failing_system_profiler_reads_as_no_output(command: tuple[str, ...]) -> None:
+    assert inventory.system_profiler_displays(command) is None
+
+
+def test_the_system_profiler_output_is_the_commands_stdout() -> None:
+    recorded = PROFILER / "m1_7_core.json"
+    assert inventory.system_profiler_displays(("cat", str(recorded))) == recorded.read_text()
