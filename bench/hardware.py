@@ -40,10 +40,14 @@ Conventions (so rows compare like with like):
 - Achieved figures are real published measurements, each with who measured it, with what, and the
   date it was published; they are never derived from a datasheet. Where none is published the
   card has none.
-- Not covered: Apple M-series GPUs. Apple publishes a GPU TFLOPS figure only for the top GPU
-  configuration of some chips, while MPS names the device by chip ("Apple M1 Max GPU") whatever
-  its GPU core count, and there is no GPU power or host link to quote, so a row would misstate
-  most Macs.
+- Apple M-series GPUs (`APPLE_GPUS`): one row per chip and GPU core count, since MPS names the
+  device by chip alone and a 24-core M1 Max is not a 32-core one; the inventory adds the count
+  from system_profiler ("Apple M1 Max GPU (32-core)"), and a name without it matches no row.
+  Only Apple's own figures: FP32 where Apple stated it (the top configurations of M1, M1 Pro,
+  M1 Max, M1 Ultra) and unified memory bandwidth per chip. Not covered, because Apple publishes
+  none: M2/M3/M4 FLOP/s, fp16/bf16 rates, M1's bandwidth, a per-core rate to scale a smaller
+  configuration by, and the GPU's memory size, power, host link and price (those fields are None).
+  M3 chips and the 32-core M4 Max have no row: no figure of theirs was found in Apple's words.
 """
 
 from __future__ import annotations
