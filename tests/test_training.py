@@ -305,6 +305,25 @@ def test_memory_model_worked_by_hand() -> None:
     assert bf16.activations == 2 * 149_504 + 6 * 4096 + 512 + 65_536 + 1_280
 
 
+@pytest.mark.parametrize(
+    ("cfg", "dtype", "transient"),
+    [
+        # bf16 (a = 2, cast = 4), b = 1, s = 4, d = 64, V = 1024: the head's moment, its fp32 weight-gradient
+        # copy the larger half: -4bsV + a bsd + aVd + max(a bs V, cast V d) = -16,384 + 512 + 131,072 + 262,144
+        # (loss 8 bsV = 32,768; MLP -16,384 - 512 + 4a bsd + 4a d^2 + 4 cast d^2 = 83,456)
+        (GPTConfig(n_layer=1, n_embd=64, n_head=4, seq_len=4, vocab_size=1024, batch_size=1), "bf16", 377_344),
+        # fp32 (cast = 0), s = 2, V = 256: the head again, its logits' gradient a bs V the larger half:
+        # -2,048 + 512 + 65,536 + 2,048 (loss 4,096; MLP -2,048 - 512 + 2,048 + 65,536 = 65,024)
+        (GPTConfig(n_layer=1, n_embd=64, n_head=4, seq_len=2, vocab_size=256, batch_size=1), "fp32", 66_048),
+        # bf16, s = 2, V = 64: the last MLP's moment, -512 - 256 + 1,024 + 32,768 + 65,536
+        # (loss 1,024; head -512 + 256 + 8,192 + 16,384 = 24,320)
+        (GPTConfig(n_layer=1, n_embd=64, n_head=4, seq_len=2, vocab_size=64, batch_size=1), "bf16", 98_560),
+    ],
+)
+def test_each_moment_of_the_backward_can_be_the_peak(cfg: GPTConfig, dtype: str, transient: int) -> None:
+    assert training_memory(cfg, dtype).transient == transient
+
+
 STEP_SECONDS = 0.5
 
 
