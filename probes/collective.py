@@ -46,7 +46,6 @@ from probes.timing import synchronize
 
 PROBE = "collective"
 KiB = 1024
-MiB = 1024 * KiB
 #: 1 KiB to 256 MiB, doubling (nccl-tests' `-b 1K -e 256M -f 2`).
 DEFAULT_SIZES: tuple[int, ...] = tuple(2**k for k in range(10, 29))
 #: 1 KiB to 16 MiB, quadrupling.

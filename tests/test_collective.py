@@ -93,6 +93,19 @@ def test_each_size_takes_as_many_all_reduces_as_fit_its_budget() -> None:
     assert iterations == [100, 20]
 
 
+class BrokenSweep(ScriptedSweep):
+    def allreduce(self, buffer: torch.Tensor) -> float:
+        raise RuntimeError("Connection closed by peer [10.0.0.2]:35012\nmore detail")
+
+
+def test_a_first_all_reduce_that_fails_names_the_rank_and_the_first_line_of_the_cause() -> None:
+    with pytest.raises(ProbeError) as err:
+        collective._run(BrokenSweep(world=2), [1024], budget_s=0.0, limit_s=2.0, min_iterations=3, max_iterations=100,
+                        backend="gloo", progress=lambda *_: None)  # fmt: skip
+    assert str(err.value) == ("collective: the first all-reduce failed on rank 0 (a rank left or a link dropped): "
+                              "Connection closed by peer [10.0.0.2]:35012")
+
+
 def test_a_size_over_the_limit_skips_it_and_every_larger_one_naming_the_last() -> None:
     sweep = ScriptedSweep(world=2)  # all-reduces of 1 ms + 1 ns a byte: 4 MiB takes 5.19 ms
     result = collective._run(sweep, [1024, 4 * MiB, 16 * MiB], budget_s=0.0, limit_s=0.005, min_iterations=3,
@@ -175,6 +188,7 @@ def test_rendezvous_from_torchrun_environment() -> None:
     env = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
     rv = resolve_rendezvous(None, None, None, env)
     assert (rv.rank, rv.world, rv.master) == (3, 4, "10.0.0.1:29500")
+    assert resolve_rendezvous(0, 2, "h:65535", {}).port == 65535  # the highest port is a port
     explicit = resolve_rendezvous(0, 2, "[fe80::1]:1234", env)
     assert (explicit.rank, explicit.world, explicit.host, explicit.port) == (0, 2, "fe80::1", 1234)
 
