@@ -138,17 +138,46 @@ def test_reference_check_accepts_correct_products(dtype: str) -> None:
     assert ops.relative_error() < compute.CHECK_TOLERANCE[dtype] / 10
 
 
-def test_the_chunked_reference_is_the_frobenius_error_of_the_whole_slice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three columns of float64 B at a time give the same relative error as the whole product at once."""
+class ColumnLog:
+    """B as the reference check reads it, noting the columns each chunk takes."""
+
+    def __init__(self, b: torch.Tensor) -> None:
+        self.b = b
+        self.chunks: list[tuple[int, int]] = []
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.b.shape
+
+    def __getitem__(self, index: tuple[slice, slice]) -> torch.Tensor:
+        self.chunks.append((index[1].start, index[1].stop))
+        return self.b[index]
+
+
+@pytest.mark.parametrize(
+    ("chunk_bytes", "columns"),
+    [
+        (8 * 30 * 3, 3),  # a float64 column of B (k = 30) is 240 B: three fit
+        (8 * 30 * 3 + 239, 3),  # a part of a column does not count
+        (8 * 30 - 1, 1),  # less than one column: still one at a time
+    ],
+)
+def test_the_chunked_reference_is_the_frobenius_error_of_the_whole_slice(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, columns: int
+) -> None:
+    """CHECK_CHUNK_BYTES of float64 B at a time give the same relative error as the whole product at once."""
     ops = Operands.random(40, 50, 30, "fp64", CPU, sets=1)
     ops.step()
     ops.out[0][:, 7] += 1.0  # a wrong column, inside one chunk
     rows = compute.CHECK_ROWS
     want = ops.a[0][:rows] @ ops.b[0]
     expected = float(torch.linalg.norm(ops.out[0][:rows] - want) / torch.linalg.norm(want))
-    monkeypatch.setattr(compute, "CHECK_CHUNK_BYTES", 8 * 30 * 3)
+    monkeypatch.setattr(compute, "CHECK_CHUNK_BYTES", chunk_bytes)
+    log = ColumnLog(ops.b[0])
+    ops.b[0] = log  # type: ignore[call-overload]
     assert ops.relative_error() == pytest.approx(expected, rel=1e-12)
     assert expected > 0.01
+    assert log.chunks == [(j, j + columns) for j in range(0, 50, columns)]
 
 
 def test_mps_products_are_checked_on_the_cpu() -> None:
@@ -204,7 +233,11 @@ def test_fp8_is_gated_on_the_torch_version_and_a_trial_product() -> None:
     ("capability", "kept", "fp8_reason"),
     [
         ((7, 5), ["fp64", "fp32", "fp16"], "FP8 matmul needs compute capability 8.9+, this GPU is 7.5"),
-        # an sm_90 card: the trial product runs and fails here, where torch has no CUDA
+        # Ampere (8.0, 8.6) has TF32 and bf16 tensor cores but no FP8
+        ((8, 0), ["fp64", "fp32", "tf32", "fp16", "bf16"], "FP8 matmul needs compute capability 8.9+, this GPU is 8.0"),
+        ((8, 6), ["fp64", "fp32", "tf32", "fp16", "bf16"], "FP8 matmul needs compute capability 8.9+, this GPU is 8.6"),
+        # sm_89 and sm_90 cards: the trial product runs and fails here, where torch has no CUDA
+        ((8, 9), ["fp64", "fp32", "tf32", "fp16", "bf16"], "FP8 trial product failed: "),
         ((9, 0), ["fp64", "fp32", "tf32", "fp16", "bf16"], "FP8 trial product failed: "),
     ],
 )
@@ -216,6 +249,29 @@ def test_cuda_dtypes_by_capability(
     assert dtypes == kept
     [fp8] = [u for u in skipped if u.dtype == "fp8"]
     assert fp8.reason.startswith(fp8_reason) and fp8.device == "cuda:0"
+    reasons = {u.dtype: u.reason for u in skipped if u.dtype != "fp8"}
+    if capability < (8, 0):
+        assert reasons == {
+            "tf32": "TF32 needs compute capability 8.0+, this GPU is 7.5",
+            "bf16": "bf16 tensor cores need compute capability 8.0+, this GPU is 7.5",
+        }
+    else:
+        assert reasons == {}
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_rocm_dtypes_follow_torchs_bf16_report(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
+    """ROCm has no capability gates of its own here: bf16 goes with what torch reports (fed, no GPU)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    dtypes, skipped = compute.supported_dtypes(torch.device("cuda", 0), "rocm")
+    if bf16:
+        assert (dtypes, skipped) == (["fp64", "fp32", "fp16", "bf16"], [])
+    else:
+        assert dtypes == ["fp64", "fp32", "fp16"]
+        assert [(u.dtype, u.device, u.reason) for u in skipped] == [
+            ("bf16", "cuda:0", "torch reports no bf16 support on this GPU")
+        ]
 
 
 def test_operand_sets_span_four_times_the_cache() -> None:
@@ -234,6 +290,14 @@ def test_operand_bytes_count_sets_fp8_staging_and_the_check() -> None:
     assert compute.operand_bytes(512, 256, 128, "bf16", sets=1) == 2 * (512 * 128 + 128 * 256 + 512 * 256) + (
         8 * compute.CHECK_ROWS * 128 + 2 * compute.CHECK_CHUNK_BYTES
     )
+
+
+def test_operand_bytes_read_the_dtype_by_value() -> None:
+    """A dtype name built at run time (split from a list, read from a stored run) is not the interned
+    literal, and must count the same FP8 set and staging bytes."""
+    fp8 = "fp32,fp8".split(",")[1]
+    check = 8 * compute.CHECK_ROWS * 256 + 2 * compute.CHECK_CHUNK_BYTES
+    assert compute.operand_bytes(256, 256, 256, fp8, sets=3) == 3 * 262_144 + 4 * 256 * 256 + check
 
 
 def test_gpu_operands_must_fit_half_the_usable_memory(monkeypatch: pytest.MonkeyPatch) -> None:
