@@ -71,7 +71,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "probes/timing.py": Target(("probes/timing.py",), ("tests/test_timing.py", "tests/test_compute.py", "tests/test_memory.py")),
-    "probes/compute.py": Target(("probes/compute.py",), ("tests/test_compute.py",)),
+    "probes/compute.py": Target(("probes/compute.py",), ("tests/test_compute.py", "tests/test_compute_plan.py")),
     "probes/memory.py": Target(("probes/memory.py",), ("tests/test_memory.py",)),
     "probes/collective.py": Target(("probes/collective.py",), ("tests/test_collective.py",)),
     "probes/energy": Target(("probes/energy",), ("tests/test_nvml_meter.py", "tests/test_rapl.py", "tests/test_monitor.py")),
