@@ -139,6 +139,8 @@ def test_pipeline_plan_step_by_hand() -> None:
     r = pipeline(m, Swarm.uniform(node, 40), 1e10)
     assert r.feasible, r.reason
     k, reps, micro = (int(x) for x in __import__("re").findall(r"(\d+) stages x (\d+) pipelines, (\d+) micro", r.plan)[0])
+    # 7 stages of 5 layers, and as many pipelines as the 40 nodes hold: 40 // 7 = 5 (never 8, 56 nodes).
+    assert (k, reps) == (7, 5) and r.nodes == 35 and "5 nodes unused" in r.notes
     layers = math.ceil(32 / k)
     stage_params = layers * (6.74e9 - 2 * 32000 * 4096) / 32 + 32000 * 4096
     stage_flops = 6 * stage_params + 12 * layers * 4096 * 4096
@@ -241,3 +243,44 @@ def test_two_gpu_node_of_replicas_and_an_offloaded_optimizer_by_hand() -> None:
     offload = 4 * 125e6 / 16e9 + 28 * 125e6 / 40e9  # grads down, weights up; CPU Adam at 40 GB/s
     assert off.step_s == pytest.approx(COMPUTE / 3 + max(2 * COMPUTE / 3, RING) + offload, rel=1e-12)
     assert off.memory is not None and off.memory.optimizer == 0 and off.memory.host_optimizer == 12 * 125e6
+
+
+def test_pipeline_planner_tries_the_largest_power_of_two_below_the_node_count_by_hand() -> None:
+    """7B with a nominal batch of 4 sequences on 10 nodes of 80 GiB, B_crit of one token, DiLoCo's
+    quality taken as parity: a fifth pipeline adds a fifth sequence to the batch, costing 5/4 the
+    tokens for no shorter step, so 2 stages x 4 pipelines (a power of two below 10 // 2 = 5) beats
+    2 x 5, and the planner must try it. Every candidate's wall is worked out here by the formulas."""
+    m = model_spec("7B", batch_tokens=4 * 4096)
+    node = with_link(lab_node(), uplink_bps=1e9, downlink_bps=1e9, rtt_s=0.03)
+    tokens = 1e10
+    r = pipeline(m, Swarm.uniform(node, 10), tokens, settings=Settings(critical_batch_tokens=1.0,
+                                                                       diloco_token_factor=1.0))
+    stage_params = 16 * (6.74e9 - 2 * 32000 * 4096) / 32 + 32000 * 4096
+    stage_s = 4096 * (6 * stage_params + 12 * 16 * 4096 * 4096) / 5e13  # 16 layers, selective recompute
+    transfer = 4096 * 4096 * 16 / 1e9
+
+    def allreduce(nbytes: float, n: int) -> float:
+        ring = 2 * (n - 1) / n * nbytes * 8 / 1e9 + (n - 1) * 0.03
+        tree = 2 * nbytes * 8 / 1e9 + math.ceil(math.log2(n)) * 0.03
+        return min(ring, tree) if n > 1 else 0.0
+
+    walls = {}
+    for reps in (1, 2, 4, 5):  # 10 // 2 and the powers of two below it
+        micro = math.ceil(4 / reps)
+        schedule = (micro - 1) * (max(stage_s / 3, transfer) + max(2 * stage_s / 3, transfer)) + 2 * stage_s \
+            + 2 * transfer + 0.03
+        batch = reps * micro * 4096
+        factor = (1 + batch / 1.0) / (1 + 4 * 4096 / 1.0) if batch > 4 * 4096 else 1.0
+        walls[(reps, "all-reduce")] = (tokens * factor / batch * (schedule + allreduce(stage_params * 2, reps)),
+                                       schedule + allreduce(stage_params * 2, reps), factor)
+        if reps > 1:
+            sync = allreduce(stage_params * 1, reps) / 500  # int8 pseudo-gradients every H = 500 steps
+            walls[(reps, "DiLoCo")] = (tokens * factor / batch * (schedule + sync), schedule + sync, factor)
+    (reps, sync), (wall, step, factor) = min(walls.items(), key=lambda kv: kv[1][0])
+    assert (reps, sync) == (4, "DiLoCo")
+    assert r.plan == "2 stages x 4 pipelines, 1 micro-batches/step, 16-bit activations, DiLoCo H=500 between pipelines"
+    assert r.nodes == 8 and "2 nodes unused" in r.notes
+    assert r.step_s == pytest.approx(step, rel=1e-12)
+    assert r.token_factor == pytest.approx(factor, rel=1e-12) and factor == 1.0
+    assert r.wall_clock_s == pytest.approx(wall, rel=1e-12)
+    assert walls[(5, "DiLoCo")][0] > wall  # the fifth pipeline the planner would otherwise take
