@@ -212,3 +212,26 @@ def test_an_apple_gpu_cannot_be_projected_from_a_datasheet_apple_does_not_publis
     args: tuple[str, ...], expect: str
 ) -> None:
     fails_cleanly(("--params", "125M", *args), expect)
+
+
+def test_link_ratios_are_bytes_per_direction_in_bits_over_the_uplink() -> None:
+    """H200 HBM 4.8 TB/s, NVLink 4 900 GB/s and NVLink 5 1.8 TB/s both ways (450 and 900 per
+    direction), x 8 bits, over 50 Mbit/s: 768,000, 72,000 and 144,000, printed as such."""
+    base = ("--params", "125M", "--card", "rtx4090", "--gpus", "4", "--uplink", "50mbit")
+    ratios = as_json(*base)["claims"]["link_ratios"]
+    assert ratios["hbm"] == pytest.approx(4.8e12 * 8 / 50e6, rel=1e-12)
+    assert ratios["nvlink4"] == pytest.approx(900e9 / 2 * 8 / 50e6, rel=1e-12)
+    assert ratios["nvlink5"] == pytest.approx(1.8e12 / 2 * 8 / 50e6, rel=1e-12)
+    result = run(*base)
+    assert result.exit_code == 0, result.output
+    assert "H200 HBM moves 768,000x, NVLink 4 72,000x and NVLink 5 144,000x what this uplink does" in result.output
+
+
+def test_amortisation_years_up_to_fifty() -> None:
+    """Fifty years is the last accepted (the cards' price over 50 years of hours), 50.5 and 0 are refused."""
+    (d,) = as_json("--params", "125M", "--card", "rtx4090", "--gpus", "4", "--strategy", "ddp",
+                   "--amortise-years", "50")["strategies"]
+    assert d["hardware_cost_usd"] == pytest.approx(4 * 1599 * d["wall_clock_s"] / (50 * 365.25 * 86400), rel=1e-12)
+    base = ("--params", "125M", "--card", "rtx4090", "--gpus", "4")
+    fails_cleanly((*base, "--amortise-years", "50.5"), "amortisation years must be > 0 and <= 50, got 50.5")
+    fails_cleanly((*base, "--amortise-years", "0"), "amortisation years must be > 0 and <= 50, got 0")
