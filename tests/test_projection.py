@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -431,3 +432,37 @@ def test_a_pipeline_that_no_split_fits_says_so() -> None:
     eight_bit = pipeline(model_spec("70B"), Swarm.uniform(home("rtx3090"), 2000), 1e12,
                          settings=Settings(memory=MemoryOptions(optimizer_8bit=True)))
     assert eight_bit.feasible
+
+
+def test_presets_are_the_published_shapes() -> None:
+    """(layers, width, heads, context, vocabulary) as each source's table gives them: GPT-3 Table 2.1,
+    the Llama 3.2 model card, Llama 2 Table 1 (and its config files), Llama 3 Herd of Models Table 3."""
+    published = {
+        "125M": (12, 768, 12, 2048, 50257), "1B": (16, 2048, 32, 8192, 128256), "3B": (28, 3072, 24, 8192, 128256),
+        "7B": (32, 4096, 32, 4096, 32000), "13B": (40, 5120, 40, 4096, 32000), "70B": (80, 8192, 64, 4096, 32000),
+        "405B": (126, 16384, 128, 8192, 128256),
+    }
+    assert {k: (p.layers, p.width, p.heads, p.seq, p.vocab) for k, p in PRESETS.items()} == published
+    # 13B's training FLOPs per token, 6N + 12·L·h·s, and its untied embeddings, 2·V·h.
+    assert PRESETS["13B"].flops_per_token == 6 * 13.0e9 + 12 * 40 * 5120 * 4096
+    assert PRESETS["13B"].embedding_params == 2 * 32000 * 5120
+
+
+def test_a_card_node_waits_at_a_fifth_of_its_board_power() -> None:
+    assert node_from_card(get_card("rtx4090")).idle_watts.value == pytest.approx(0.2 * 450)
+    assert node_from_card(get_card("gtx1080")).idle_watts.value == pytest.approx(0.2 * 180)
+
+
+def test_micro_batch_tokens_up_to_a_billion() -> None:
+    sc = scenario(model_spec("125M"), swarm(4), settings=Settings(micro_batch_tokens=1e9))
+    assert sc.settings.micro_batch_tokens == 1e9
+    for bad in (1e9 + 1, 0):
+        with pytest.raises(FlopwattError, match=re.escape(f"micro-batch tokens must be > 0 and <= 1e+09, got {bad:g}")):
+            scenario(model_spec("125M"), swarm(4), settings=Settings(micro_batch_tokens=bad))
+
+
+def test_colocated_names_the_usable_memory_rounded() -> None:
+    """24 GiB x 0.9 usable = 21.6 GiB, printed as 22."""
+    r = colocated(model_spec("405B"), get_card("rtx4090"), 8, 1e12)
+    assert r.reason == ("does not fit 8 GPUs: no tp x pp split that divides 8 brings it under 22 GiB usable per GPU "
+                        "(a multiple of 8 GPUs helps)")
