@@ -100,3 +100,25 @@ def test_no_end_of_the_band_is_worse_than_one_replica_alone() -> None:
     assert band.high == 1000.0
     assert q.tokens_for_loss_penalty(band.loss_penalty[2], 125e6, 2.5e9) > 1000
     assert band.central == pytest.approx(q.tokens_for_loss_penalty(band.loss_penalty[1], 125e6, 2.5e9))
+
+
+def test_the_published_points_are_charles_tables_4_and_5() -> None:
+    """Table 4: 35M-2.4B at M = 1, 2, 4, 8; Table 5: 4B and 10B at M = 1, 2, 4; one point each."""
+    grid = [(n, m) for n, m, _ in q.CHARLES_2025_LOSS_PENALTY_PCT]
+    table4 = [(n, m) for n in (35e6, 90e6, 180e6, 335e6, 550e6, 1.3e9, 2.4e9) for m in (1, 2, 4, 8)]
+    assert grid == table4 + [(n, m) for n in (4e9, 10e9) for m in (1, 2, 4)]
+    # 180M (Table 4): +0.3 % at M = 2, between its -0.2 at M = 1 and +1.1 at M = 4.
+    assert dict(((n, m), pct) for n, m, pct in q.CHARLES_2025_LOSS_PENALTY_PCT)[(180e6, 2)] == 0.3
+
+
+def test_the_fewest_published_outer_syncs_is_32() -> None:
+    """1B, M = 8, H = 100 on 20B tokens: a worker batch sized for 32.5 outer syncs is in range, one
+    for 31.5 is not, and the note says how many and the published 32."""
+    n, m, h, d = 1e9, 8, 100, 2e10
+    pct = q.FIT_C + q.FIT_A * 1.0 ** (-q.FIT_D) * (8**q.FIT_G - 1) * (1 + q.H_GROWTH_PER_DECADE * math.log10(100 / 30))
+    central = (1 + pct / 100 * chinchilla(n, d) / (410.7 / d**0.28)) ** (1 / 0.28)
+    inside = q.diloco_token_factor(m, h, n, worker_batch_tokens=d * central / (m * h * 32.5), tokens=d)
+    assert inside.central == pytest.approx(central, rel=1e-12)
+    assert inside.in_published_range
+    outside = q.diloco_token_factor(m, h, n, worker_batch_tokens=d * central / (m * h * 31.5), tokens=d)
+    assert outside.outside == ("31.5 outer syncs in the whole run: fewer than any published run (32)",)
