@@ -3,6 +3,7 @@ formulas (not by calling the code that computes it) and compared exactly."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -284,3 +285,22 @@ def test_pipeline_planner_tries_the_largest_power_of_two_below_the_node_count_by
     assert r.token_factor == pytest.approx(factor, rel=1e-12) and factor == 1.0
     assert r.wall_clock_s == pytest.approx(wall, rel=1e-12)
     assert walls[(5, "DiLoCo")][0] > wall  # the fifth pipeline the planner would otherwise take
+
+
+def test_a_pipeline_count_that_does_not_fit_leaves_larger_ones_to_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More pipelines split the batch into fewer micro-batches each, so fewer are in flight and a
+    stage holds less: when 2 stages x 1 or 2 pipelines (4 or 2 micro-batches, 2 in flight) do not
+    fit, 2 x 4 (1 in flight) still may. With memory that holds only one stage's 16 layers in flight,
+    the planner finds the plan of the test above, where everything fitted: 2 x 4 was the best then."""
+    pipeline_module = importlib.import_module("bench.projection.pipeline")  # the package exports its function
+    real_fit = pipeline_module.fit
+
+    def one_micro_batch_of_16_layers(*args: object, layers_in_flight: float, **kwargs: object) -> object:
+        return real_fit(*args, layers_in_flight=layers_in_flight, **kwargs) if layers_in_flight <= 16 else None
+
+    monkeypatch.setattr(pipeline_module, "fit", one_micro_batch_of_16_layers)
+    m = model_spec("7B", batch_tokens=4 * 4096)
+    node = with_link(lab_node(), uplink_bps=1e9, downlink_bps=1e9, rtt_s=0.03)
+    r = pipeline(m, Swarm.uniform(node, 10), 1e10, settings=Settings(critical_batch_tokens=1.0,
+                                                                      diloco_token_factor=1.0))
+    assert r.plan == "2 stages x 4 pipelines, 1 micro-batches/step, 16-bit activations, DiLoCo H=500 between pipelines"

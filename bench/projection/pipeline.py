@@ -109,7 +109,7 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
                                       layers_in_flight=in_flight * layers / g, options=settings.memory)
             mem = fits[in_flight]
             if mem is None:
-                break  # more replicas only add micro-batches in flight
+                continue  # more pipelines split the batch finer: fewer micro-batches in flight may fit
             stage = model.seq * flops * recompute_factor(mem) / slow.node_flops
             if g > 1:  # FSDP inside the stage's node: gather and scatter its weights each micro-batch
                 stage = max(stage, 3 * (g - 1) / g * 2 * params / slow.intra_bw.value)
