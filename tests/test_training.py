@@ -305,6 +305,14 @@ def test_memory_model_worked_by_hand() -> None:
     assert bf16.activations == 2 * 149_504 + 6 * 4096 + 512 + 65_536 + 1_280
 
 
+def test_the_max_params_family_and_its_description() -> None:
+    """The search's member of 3 layers: 128 wide a layer, heads of 128, seq 1024, GPT-2's 50,304
+    tokens, one sequence a step; described in millions of parameters."""
+    cfg = max_params_config(3)
+    assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.seq_len, cfg.vocab_size, cfg.batch_size) == (3, 384, 3, 1024, 50304, 1)
+    assert TINY.describe() == "GPT 2 layers x 64 wide (0.1M params, seq 32, batch 2)"  # 133,760 parameters
+
+
 @pytest.mark.parametrize(
     ("cfg", "dtype", "transient"),
     [
