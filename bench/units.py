@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-_PREFIXES = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+#: Decimal prefixes, smallest first (bytes too, as bandwidth specs count them).
+_PREFIXES = ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T"), (1e15, "P"))
+
+
+def _in_units(value: float, ladder: tuple[tuple[float, str], ...], digits: int = 3) -> tuple[float, str]:
+    """`value` in the largest unit of `ladder` (smallest first) that it reaches, and that unit's name;
+    one unit up where `digits` significant figures would round it to 1000 (999.7 G is "1 T", not "1e+03 G")."""
+    i = max((i for i, (scale, _) in enumerate(ladder) if abs(value) >= scale), default=0)
+    if i + 1 < len(ladder) and abs(float(f"{value / ladder[i][0]:.{digits}g}")) >= ladder[i + 1][0] / ladder[i][0]:
+        i += 1
+    scale, name = ladder[i]
+    return value / scale, name
 
 
 def si(value: float, unit: str, digits: int = 3) -> str:
@@ -13,16 +24,8 @@ def si(value: float, unit: str, digits: int = 3) -> str:
         return seconds(value)
     if unit == "ratio":
         return f"{value * 100:.1f} %"
-    suffix = {"B/s": "B/s", "bit/s": "bit/s", "FLOP/s": "FLOP/s", "params": " params"}.get(unit, f" {unit}")
-    magnitude = abs(value)
-    for scale, prefix in _PREFIXES:
-        if magnitude >= scale:
-            number = value / scale
-            sep = "" if suffix.startswith(" ") else " "
-            if suffix.startswith(" "):
-                return f"{number:.{digits}g} {prefix}{suffix.strip()}"
-            return f"{number:.{digits}g}{sep}{prefix}{suffix}"
-    return f"{value:.{digits}g} {suffix.strip()}"
+    number, prefix = _in_units(value, _PREFIXES, digits)
+    return f"{number:.{digits}g} {prefix}{unit}"
 
 
 def seconds(value: float) -> str:
@@ -67,32 +70,26 @@ def usd(value: float | None) -> str:
     """Money: "$1.23M", "$456", "$0.12"; "-" for none."""
     if value is None:
         return "-"
-    for scale, prefix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"${value / scale:.3g}{prefix}"
-    return f"${value:.3g}"
+    number, suffix = _in_units(value, ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "B")))
+    return f"${number:.3g}{suffix}"
 
 
 def energy(joules: float) -> str:
     """Energy in kWh and its multiples, as bills and grids count it: "12.3 MWh", "0.5 kWh"."""
-    kwh = joules / 3.6e6
-    for scale, unit in ((1e6, "GWh"), (1e3, "MWh")):
-        if abs(kwh) >= scale:
-            return f"{kwh / scale:.3g} {unit}"
-    return f"{kwh:.3g} kWh"
+    number, unit = _in_units(joules / 3.6e6, ((1.0, "kWh"), (1e3, "MWh"), (1e6, "GWh")))
+    return f"{number:.3g} {unit}"
 
 
 def co2(kilograms: float) -> str:
     """Carbon dioxide: tonnes from 1,000 kg, else kg."""
-    return f"{kilograms / 1e3:.3g} t" if abs(kilograms) >= 1e3 else f"{kilograms:.3g} kg"
+    number, unit = _in_units(kilograms, ((1.0, "kg"), (1e3, "t")))
+    return f"{number:.3g} {unit}"
 
 
 def count(value: float) -> str:
     """A plain count with a short-scale suffix: 1.24B, 140B, 2.5T."""
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
+    number, suffix = _in_units(value, ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "B"), (1e12, "T")))
+    return f"{number:.3g}{suffix}"
 
 
 # ------------------------------------------------------------------------------------------------

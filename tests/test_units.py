@@ -59,6 +59,15 @@ def test_money_energy_co2_and_counts() -> None:
     assert energy(3.6e6 * 1e6) == "1 GWh" and energy(3.6e6 * 1e3) == "1 MWh" and co2(1e3) == "1 t"
 
 
+def test_a_figure_that_rounds_to_1000_takes_the_next_unit() -> None:
+    """Three significant figures of 999.7 G are 1000 G: printed as 1 T, never "1e+03 G"."""
+    assert si(999.7e9, "FLOP/s") == "1 TFLOP/s" and si(999.4e9, "FLOP/s") == "999 GFLOP/s"
+    assert si(999.7, "W") == "1 kW" and si(999.97e12, "B/s") == "1 PB/s" and si(2e18, "FLOP/s") == "2e+03 PFLOP/s"
+    assert count(999.7e9) == "1T" and count(999.6) == "1k" and usd(999_600) == "$1M" and usd(999.4) == "$999"
+    assert energy(3.6e6 * 999.7) == "1 MWh" and energy(3.6e6 * 0.5) == "0.5 kWh" and co2(999.8) == "1 t"
+    assert co2(0.25) == "0.25 kg" and si(0.5, "W") == "0.5 W" and si(-999.7e6, "W") == "-1 GW"
+
+
 def test_energy_divides_by_exactly_3_6_megajoules() -> None:
     """Just below the third significant figure's rounding edge, so a kWh of 3.599999 MJ rounds up."""
     assert energy(3.6e6 * 1.0049999) == "1 kWh" and energy(3.6e6 * 1.0050001) == "1.01 kWh"
