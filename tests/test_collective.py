@@ -122,6 +122,35 @@ def test_sizes_must_be_positive_multiples_of_a_float32(sizes: list[int]) -> None
         measure_collective(rank=0, world=2, master="127.0.0.1:1", sizes=sizes)
 
 
+def test_an_error_is_cut_to_its_first_sentence_without_the_source_location() -> None:
+    located = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection closed by peer. Retry\nmore")
+    assert collective._first_line(located) == "Connection closed by peer"
+    assert collective._first_line(RuntimeError()) == "RuntimeError"  # no message: its type
+
+
+def test_nccl_asked_for_without_nccl_is_refused_before_any_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    for device in ("cuda:0", "cpu"):
+        with pytest.raises(ProbeError, match="^collective: nccl needs CUDA tensors and a torch built with NCCL"):
+            measure_collective(rank=0, world=2, master="127.0.0.1:1", device=device, backend="nccl")
+
+
+def test_the_process_group_waits_ten_times_the_operation_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up of the size that ends the sweep may take a few times the limit (sizes grow 2-4x)."""
+    waited: list[float] = []
+
+    def process_group(store: object, rv: object, backend: str, dev: object, timeout_s: float) -> None:
+        waited.append(timeout_s)
+        raise ProbeError("stop here")
+
+    monkeypatch.setattr(collective, "_connect_store", lambda *_: None)
+    monkeypatch.setattr(collective, "_process_group", process_group)
+    for timeout_s, limit_s in ((5.0, 3.0), (60.0, 3.0)):
+        with pytest.raises(ProbeError, match="stop here"):
+            measure_collective(rank=0, world=2, master="127.0.0.1:1", timeout_s=timeout_s, op_limit_s=limit_s)
+    assert waited == [30.0, 60.0]
+
+
 def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
     assert rank_device("cuda:0", {"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
     assert rank_device("cuda", {"LOCAL_RANK": "1"}) == torch.device("cuda", 1)

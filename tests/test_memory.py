@@ -42,6 +42,15 @@ def test_copy_and_triad_take_blocks_of_20_ms_for_at_most_5_s_and_say_so(known_se
     assert steps == [("memory on cpu: copy", 0.0), ("memory on cpu: triad", 0.4), ("memory on cpu: done", 1.0)]
 
 
+@pytest.mark.usefixtures("known_seconds")
+def test_a_gpu_reports_its_host_link_step_between_triad_and_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU path's progress, on the CPU with the host-link test left out."""
+    monkeypatch.setattr(memory, "_host_link", lambda *_: memory.ProbeResult())
+    steps: list[float] = []
+    measure_memory("cpu", "cuda", quick=True, memory_bytes=64 * MiB, progress=lambda _, f: steps.append(f))
+    assert steps == [0.0, 0.4, 0.7, 1.0]
+
+
 @pytest.mark.parametrize(("quick", "blocks"), [(True, 10), (False, 20)])
 def test_host_copies_take_blocks_of_50_ms_for_at_most_5_s_and_say_so(known_seconds: list[dict], quick: bool,
                                                                      blocks: int) -> None:
