@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -36,6 +37,7 @@ from bench.projection import (
     tree_allreduce_s,
     with_link,
 )
+from bench.projection.swarm import NodeGroup
 
 # ------------------------------------------------------------------------------------------------
 # Published runs: the colocated projection from model size, tokens, GPU type and count only.
@@ -472,3 +474,81 @@ def test_colocated_names_the_usable_memory_rounded() -> None:
     r = colocated(model_spec("405B"), get_card("rtx4090"), 8, 1e12)
     assert r.reason == ("does not fit 8 GPUs: no tp x pp split that divides 8 brings it under 22 GiB usable per GPU "
                         "(a multiple of 8 GPUs helps)")
+
+
+def test_a_bare_count_gets_the_llama_like_shape() -> None:
+    """7e9 parameters: L = round((7e9 / (12·128²))^(1/3)) = round(32.9) = 33 (33³ = 35,937 against
+    7e9 / 196,608 = 35,604), h = 128·round(sqrt(7e9 / (12·33)) / 128) = 128·round(32.85) = 4,224,
+    one head per 128 of width."""
+    spec = model_spec(7e9)
+    assert (spec.layers, spec.width, spec.heads, spec.seq, spec.vocab) == (33, 4224, 33, 4096, 32000)
+
+
+def test_a_bare_count_gets_the_4m_token_batch_from_one_billion_up() -> None:
+    assert model_spec(999_999_999).batch_tokens == 0.5e6
+    assert model_spec(1e9).batch_tokens == 4e6
+
+
+def test_micro_batches_of_u_sequences_multiply_the_activations() -> None:
+    """docs/projection.md: 34·s·h per layer per sequence selective, 2·s·h per layer plus one layer's
+    34·s·h full, times the u sequences; the chunked logits of 4 x 4,096 tokens are one chunk of
+    next_pow2(16,384 / ceil(32,000 / 4,096)) = 2,048 tokens."""
+    m = model_spec("7B")
+    sh = 4096 * 4096
+    selective = memory_per_gpu(m, "bf16", micro_batch=4)
+    assert selective.activations == pytest.approx(34 * sh * 4 * 32)
+    assert selective.logits == pytest.approx(4 * 2048 * 32000)
+    full = memory_per_gpu(m, "bf16", micro_batch=4, recompute="full")
+    assert full.activations == pytest.approx(2 * sh * 4 * 32 + 34 * sh * 4)
+
+
+def test_an_eight_gpu_datacenter_node_draws_the_whole_dgx() -> None:
+    """8 x H100: the GPUs' 8 x 700 W plus the host's 8 x (10,200 / 8 - 700) W = 10.2 kW, the DGX H100's
+    maximum; waiting, the host draws half its share; 2 TiB of RAM per 8 GPUs."""
+    node = node_from_card(get_card("h100"), gpus=8)
+    assert node.host_watts.value == pytest.approx(8 * (10200 / 8 - 700))
+    assert node.active_watts == pytest.approx(10200)
+    assert node.host_idle_watts.value == pytest.approx(8 * (10200 / 8 - 700) / 2)
+    assert node.host_ram_bytes.value == 2 * 2**40
+
+
+def test_a_pipeline_short_of_nodes_says_how_many_it_needs() -> None:
+    """7B on two RTX 4090s: 16 bytes a parameter over 24 GiB x 0.9 = 21.6 GiB a stage needs
+    ceil(16 x 6.74e9 / (0.9 x 24 x 2^30)) = ceil(4.65) = 5 nodes per pipeline."""
+    assert math.ceil(16 * 6.74e9 / (0.9 * 24 * 2**30)) == 5
+    r = pipeline(model_spec("7B"), swarm(2), 1e9)
+    assert r.reason == ("not enough nodes: a stage may hold 21.6 GiB, so the model needs at least 5 nodes per "
+                        "pipeline, there are 2")
+
+
+def test_only_an_uneven_pipeline_swarm_is_called_uneven() -> None:
+    """7B on 10 RTX 4090s: 7 stages x 1 pipeline, 3 nodes left over and nothing else to note; the same
+    with one node on a slower uplink is taken as its slowest and smallest."""
+    r = pipeline(model_spec("7B"), swarm(10), 1e9)
+    assert r.feasible and r.notes == ("3 nodes unused",)
+    uneven = Swarm((NodeGroup(home(), 9), NodeGroup(home(up=20e6), 1)))
+    notes = pipeline(model_spec("7B"), uneven, 1e9).notes
+    assert notes == ("3 nodes unused", "uneven swarm: every node taken as its slowest and smallest")
+
+
+def test_a_colocated_replica_holds_at_least_one_sequence_in_flight() -> None:
+    """125M on 512 H100s: dp = 512 replicas share 0.5M / 2,048 = 244 sequences, so each runs one whole
+    sequence (not 0.48 of one): its activations are one sequence's 34·s·h for each of the 12 layers."""
+    r = colocated(model_spec("125M"), get_card("h100"), 512, 1e10)
+    assert r.plan.startswith("tp=1 pp=1 dp=512") and r.memory is not None
+    assert r.memory.activations == pytest.approx(34 * 2048 * 768 * 12)
+    assert r.effective_batch_tokens == 512 * 2048
+
+
+def test_an_offloaded_optimizer_needs_every_gpus_share_of_host_ram() -> None:
+    """Two GPUs each offload 12 bytes x 125M of Adam state: 3e9 bytes = 2.8 GiB of host RAM. 3 GiB x 0.9
+    = 2.7 GiB usable refuses it, 4 GiB x 0.9 = 3.6 GiB holds it."""
+    offload = Settings(memory=MemoryOptions(offload_optimizer=True))
+
+    def node(ram_gib: float) -> Any:
+        return dataclasses.replace(home(gpus=2), host_ram_bytes=Figure(ram_gib * 2**30, "test"))
+
+    refused = ddp(model_spec("125M"), Swarm.uniform(node(3), 4), 1e9, settings=offload)
+    assert refused.reason == ("host RAM: needs 2.8 GiB (offloaded optimizer and DiLoCo's outer state), "
+                              "2.7 GiB usable of 3.0 (test)")
+    assert ddp(model_spec("125M"), Swarm.uniform(node(4), 4), 1e9, settings=offload).feasible
