@@ -304,3 +304,34 @@ def test_a_pipeline_count_that_does_not_fit_leaves_larger_ones_to_try(monkeypatc
     r = pipeline(m, Swarm.uniform(node, 10), 1e10, settings=Settings(critical_batch_tokens=1.0,
                                                                       diloco_token_factor=1.0))
     assert r.plan == "2 stages x 4 pipelines, 1 micro-batches/step, 16-bit activations, DiLoCo H=500 between pipelines"
+
+
+def test_colocated_tensor_parallel_all_reduces_by_hand() -> None:
+    """A 4-layer, 16,384-wide model (N = 12·4·16384² + 32000·16384) on 8 H100s: at tp = pp = 1 its
+    4N of weights and gradients, 12N/8 of ZeRO-1 Adam and 4 layers of 34·s·h overflow 72 GiB, so
+    tp·pp = 2, tp = 2 (fewer stages first), dp = 4. Each replica's 1M tokens make 4 all-reduces of
+    s·h bf16 activations per layer (ring: 2·(t-1)/t of them) over NVLink 4's 450 GB/s, beside the
+    data-parallel ring of its half of the bf16 gradients."""
+    m = model_spec(layers=4, width=16384)
+    n = 12 * 4 * 16384**2 + 32000 * 16384
+    assert m.params == n
+    assert 4 * n + 12 * n / 8 + 34 * 4096 * 16384 * 4 > 0.9 * 80 * 2**30
+    r = colocated(m, get_card("h100"), 8, 1e10)
+    assert r.plan.startswith("tp=2 pp=1 dp=4")
+    tokens_per_replica = 4e6 / 4
+    tp = 4 * 4 * tokens_per_replica * 16384 * 2 * 2 * (2 - 1) / 2 / 450e9
+    dp = 2 * 3 / 4 * (2 * n / 2) / 450e9
+    assert r.comm_s == pytest.approx(tp + dp, rel=1e-12)
+    compute = 4e6 * (6 * n + 12 * 4 * 16384 * 4096) / (8 * 989.4e12 * 0.4)
+    assert r.step_s == pytest.approx(max(compute, tp + dp), rel=1e-12) and compute > tp + dp
+
+
+def test_a_synchronous_swarm_says_how_long_all_its_nodes_are_online_together() -> None:
+    """Online 6 h a day over a 1 Mbit/s downlink: rejoining downloads 2 x 125M bf16 bytes, 2,000 s,
+    so each node trains (6 x 3600 - 2000) / 3600 = 5.44 h a day, printed 5.4."""
+    node = lab_node(downlink_bps=Figure(1e6, "t"), hours_per_day=Figure(6.0, "t"))
+    r = ddp(M125, Swarm.uniform(node, 4), 1e9)
+    share = (6 * 3600 - 2 * 125e6 * 8 / 1e6) / 86400
+    assert f"{share * 24:.1f}" == "5.4"
+    assert "every node online together 5.4 h a day" in r.notes
+    assert r.calendar_s == pytest.approx((r.wall_clock_s or 0) / share, rel=1e-12)
