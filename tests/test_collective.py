@@ -128,9 +128,9 @@ def test_an_error_is_cut_to_its_first_sentence_without_the_source_location() -> 
     assert collective._first_line(RuntimeError()) == "RuntimeError"  # no message: its type
 
 
-def test_nccl_asked_for_without_nccl_is_refused_before_any_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
-    for device in ("cuda:0", "cpu"):
+def test_nccl_needs_both_cuda_tensors_and_nccl_before_any_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    for available, device in ((False, "cuda:0"), (False, "cpu"), (True, "cpu")):
+        monkeypatch.setattr(dist, "is_nccl_available", lambda: available)
         with pytest.raises(ProbeError, match="^collective: nccl needs CUDA tensors and a torch built with NCCL"):
             measure_collective(rank=0, world=2, master="127.0.0.1:1", device=device, backend="nccl")
 
@@ -148,7 +148,25 @@ def test_the_process_group_waits_ten_times_the_operation_limit(monkeypatch: pyte
     for timeout_s, limit_s in ((5.0, 3.0), (60.0, 3.0)):
         with pytest.raises(ProbeError, match="stop here"):
             measure_collective(rank=0, world=2, master="127.0.0.1:1", timeout_s=timeout_s, op_limit_s=limit_s)
-    assert waited == [30.0, 60.0]
+    with pytest.raises(ProbeError, match="stop here"):  # the defaults: 60 s to join, 10 s a full sweep's operation
+        measure_collective(rank=0, world=2, master="127.0.0.1:1", sizes=[4])  # one float32 is a size
+    assert waited == [30.0, 60.0, 100.0]
+
+
+def test_ranks_that_met_but_cannot_connect_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    class RefusingGloo:
+        _Options = dist.ProcessGroupGloo._Options
+        create_device = dist.ProcessGroupGloo.create_device
+
+        def __init__(self, *_: object) -> None:
+            raise RuntimeError("[../gloo/transport/tcp/pair.cc:144] Connection refused. Is the peer up?")
+
+    monkeypatch.setattr(dist, "ProcessGroupGloo", RefusingGloo)
+    rv = Rendezvous(rank=1, world=2, host="127.0.0.1", port=29500)
+    with pytest.raises(ProbeError) as err:
+        collective._process_group(None, rv, "gloo", torch.device("cpu"), 5.0)  # type: ignore[arg-type]
+    assert str(err.value) == ("collective: ranks met at 127.0.0.1:29500 but rank 1 could not connect to the others: "
+                              "Connection refused")
 
 
 def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
@@ -232,6 +250,7 @@ def test_rendezvous_from_torchrun_environment() -> None:
         (0, 2, "h:70000", "bad master port 70000"),
         (0, 1, "h:1", "needs at least 2 ranks"),
         (2, 2, "h:1", r"rank 2 is outside world 2 \(0\.\.1\)$"),
+        (3, 2, "h:1", r"rank 3 is outside world 2 \(0\.\.1\)$"),
     ],
 )
 def test_rendezvous_errors_say_what_is_missing(rank: int | None, world: int | None, master: str | None, message: str) -> None:
