@@ -130,7 +130,7 @@ def test_an_error_is_cut_to_its_first_sentence_without_the_source_location() -> 
 
 def test_nccl_needs_both_cuda_tensors_and_nccl_before_any_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
     for available, device in ((False, "cuda:0"), (False, "cpu"), (True, "cpu")):
-        monkeypatch.setattr(dist, "is_nccl_available", lambda: available)
+        monkeypatch.setattr(dist, "is_nccl_available", lambda answer=available: answer)
         with pytest.raises(ProbeError, match="^collective: nccl needs CUDA tensors and a torch built with NCCL"):
             measure_collective(rank=0, world=2, master="127.0.0.1:1", device=device, backend="nccl")
 
