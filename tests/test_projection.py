@@ -11,6 +11,7 @@ import pytest
 
 from bench.errors import FlopwattError
 from bench.hardware import get_card
+from bench.projection.nodes import default_fabric
 from bench.projection import (
     PRESETS,
     Figure,
@@ -146,6 +147,8 @@ def test_ring_and_tree_allreduce_formulas() -> None:
     # Tree: 2x the buffer, 2·ceil(log2 n) one-way latencies.
     assert tree_allreduce_s(1e6, 1000, 8e6, 8e6, 0.03) == pytest.approx(2.0 + 2 * 10 * 0.015)
     # Where (n-1)·RTT dominates the tree wins, where bandwidth does the ring.
+    assert tree_allreduce_s(1e6, 2, 8e6, 8e6, 0.02) == pytest.approx(2.0 + 2 * 1 * 0.01)  # two ranks: one hop a way
+    assert tree_allreduce_s(1e6, 1, 8e6, 8e6, 0.02) == 0.0
     assert allreduce_s(1e3, 1000, 25e6, 100e6, 0.03)[1] == "tree"
     assert allreduce_s(1e9, 4, 25e6, 100e6, 0.03)[1] == "ring"
 
@@ -552,3 +555,27 @@ def test_an_offloaded_optimizer_needs_every_gpus_share_of_host_ram() -> None:
     assert refused.reason == ("host RAM: needs 2.8 GiB (offloaded optimizer and DiLoCo's outer state), "
                               "2.7 GiB usable of 3.0 (test)")
     assert ddp(model_spec("125M"), Swarm.uniform(node(4), 4), 1e9, settings=offload).feasible
+
+
+def test_the_datacenter_fabric_per_gpu() -> None:
+    """Between servers, per GPU and direction in bytes/s: DGX H100's 400 Gb/s NIC per GPU, DGX A100's
+    200 Gb/s, a consumer server's one 100 Gb/s NIC shared by its 8 GPUs; inside, half NVLink's total
+    (each direction) or the card's PCIe."""
+    h100, a100, rtx = (default_fabric(get_card(k)) for k in ("h100", "a100", "rtx4090"))
+    assert (h100.gpus_per_node, h100.intra_bw, h100.inter_bw) == (8, 450e9, 50e9)
+    assert (a100.intra_bw, a100.inter_bw) == (300e9, 25e9)
+    assert (rtx.intra_bw, rtx.inter_bw) == (get_card("rtx4090").pcie.bandwidth, 100e9 / 8 / 8)
+
+
+@pytest.mark.parametrize("field", ["uplink_bps", "downlink_bps"])
+def test_a_link_may_be_up_to_10_tbit_s(field: str) -> None:
+    node = home("rtx4090")
+    assert getattr(with_link(node, **{field: 1e13}), field).value == 1e13
+    with pytest.raises(FlopwattError, match=r"link must be > 0 and <= 1e\+13, got 1e\+13"):
+        with_link(node, **{field: 1e13 + 0.5})  # half a bit per second over
+
+
+def test_a_model_may_be_up_to_a_million_wide() -> None:
+    assert model_spec(1e9, layers=1, width=1_000_000, heads=1).width == 1_000_000
+    with pytest.raises(FlopwattError, match="^width must be >= 1 and <= 1e\\+06, got 1e\\+06"):
+        model_spec(1e9, layers=1, width=1_000_001, heads=1)

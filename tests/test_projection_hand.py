@@ -285,6 +285,8 @@ def test_pipeline_planner_tries_the_largest_power_of_two_below_the_node_count_by
     assert r.token_factor == pytest.approx(factor, rel=1e-12) and factor == 1.0
     assert r.wall_clock_s == pytest.approx(wall, rel=1e-12)
     assert walls[(5, "DiLoCo")][0] > wall  # the fifth pipeline the planner would otherwise take
+    # one micro-batch a step: a stage computes for stage_s of it, the rest is the fill, the transfers and the sync
+    assert r.compute_s == pytest.approx(stage_s, rel=1e-12) and r.comm_s == pytest.approx(step - stage_s, rel=1e-12)
 
 
 def test_a_pipeline_count_that_does_not_fit_leaves_larger_ones_to_try(monkeypatch: pytest.MonkeyPatch) -> None:
