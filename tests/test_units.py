@@ -68,6 +68,18 @@ def test_a_figure_that_rounds_to_1000_takes_the_next_unit() -> None:
     assert co2(0.25) == "0.25 kg" and si(0.5, "W") == "0.5 W" and si(-999.7e6, "W") == "-1 GW"
 
 
+@pytest.mark.parametrize(
+    ("show", "scale", "text"),
+    [(count, 1e3, "1k"), (count, 1e6, "1M"), (count, 1e9, "1B"), (count, 1e12, "1T"),
+     (usd, 1e3, "$1k"), (usd, 1e6, "$1M"), (usd, 1e9, "$1B"), (co2, 1e3, "1 t"),
+     (energy, 3.6e9, "1 MWh"), (energy, 3.6e12, "1 GWh"),
+     *((lambda v: si(v, "W"), scale, f"1 {p}W") for scale, p in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T"), (1e15, "P")))],
+)  # fmt: skip
+def test_each_unit_is_exactly_its_power_of_ten(show: object, scale: float, text: str) -> None:
+    """Just below the third figure's rounding edge: a unit off by one part in a million rounds up."""
+    assert show(scale * 1.0049995) == text  # type: ignore[operator]
+
+
 def test_energy_divides_by_exactly_3_6_megajoules() -> None:
     """Just below the third significant figure's rounding edge, so a kWh of 3.599999 MJ rounds up."""
     assert energy(3.6e6 * 1.0049999) == "1 kWh" and energy(3.6e6 * 1.0050001) == "1.01 kWh"
