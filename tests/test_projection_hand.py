@@ -25,6 +25,7 @@ from bench.projection import (
     scenario,
     with_link,
 )
+from bench.projection import strategies
 from bench.projection.pipeline import pipeline_schedule_s, stage_transfer_s
 from bench.projection.swarm import NodeGroup
 
@@ -337,3 +338,11 @@ def test_a_synchronous_swarm_says_how_long_all_its_nodes_are_online_together() -
     assert f"{share * 24:.1f}" == "5.4"
     assert "every node online together 5.4 h a day" in r.notes
     assert r.calendar_s == pytest.approx((r.wall_clock_s or 0) / share, rel=1e-12)
+
+
+def test_ddp_under_accumulation_overlaps_two_thirds_of_the_last_micro_batch_by_default() -> None:
+    """4 micro-batches of 3 s and a 1.5 s sync: 3 x 3 + 1 + max(2, 1.5) = 12 s; a 5 s sync: 15 s."""
+    plan = strategies.NodeStep(memory=None, layout="replicas", micro_batches=4, micro_s=3.0, compute_s=12.0,  # type: ignore[arg-type]
+                               intra_sync_s=0.0, offload_s=0.0)
+    assert strategies.overlapped_step(plan, 1.5) == pytest.approx(12.0, rel=1e-12)
+    assert strategies.overlapped_step(plan, 5.0) == pytest.approx(15.0, rel=1e-12)

@@ -122,3 +122,10 @@ def test_the_fewest_published_outer_syncs_is_32() -> None:
     assert inside.in_published_range
     outside = q.diloco_token_factor(m, h, n, worker_batch_tokens=d * central / (m * h * 31.5), tokens=d)
     assert outside.outside == ("31.5 outer syncs in the whole run: fewer than any published run (32)",)
+
+
+@pytest.mark.parametrize(("replicas", "inner", "params", "batch"), [(0, 1, 1e9, 8192), (2, 0, 1e9, 8192),
+                                                                    (2, 1, 0.0, 8192), (2, 1, 1e9, 0)])
+def test_each_argument_of_the_band_must_be_positive(replicas: int, inner: int, params: float, batch: int) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        q.diloco_token_factor(replicas, inner, params, worker_batch_tokens=batch)

@@ -88,7 +88,8 @@ def test_energy_divides_by_exactly_3_6_megajoules() -> None:
 @pytest.mark.parametrize(
     ("value", "text"),
     [(86400, "1.0 d"), (86399.9, "24.0 h"), (3600, "1.0 h"), (3599, "60.0 min"), (60, "1.0 min"), (59.99, "59.99 s"),
-     (1, "1.00 s"), (0.999, "999 ms"), (1e-3, "1 ms"), (9.99e-4, "999 µs")],
+     (1, "1.00 s"), (0.999, "999 ms"), (1e-3, "1 ms"), (9.99e-4, "999 µs"),
+     (86400 * 999.96, "1000.0 d"), (3600 * 23.9502, "24.0 h"), (60 * 59.951, "60.0 min")],
 )
 def test_seconds_at_each_boundary(value: float, text: str) -> None:
     assert seconds(value) == text
