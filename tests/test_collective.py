@@ -106,6 +106,13 @@ def test_a_first_all_reduce_that_fails_names_the_rank_and_the_first_line_of_the_
                               "Connection closed by peer [10.0.0.2]:35012")
 
 
+def test_the_sweep_reports_its_progress_by_sizes_done() -> None:
+    done: list[float] = []
+    collective._run(ScriptedSweep(world=2), [1024, 4096, 16384, 65536], budget_s=0.0, limit_s=2.0, min_iterations=3,
+                    max_iterations=100, backend="gloo", progress=lambda _, fraction: done.append(fraction))  # fmt: skip
+    assert done == [0.0, 0.25, 0.5, 0.75]
+
+
 def test_a_size_over_the_limit_skips_it_and_every_larger_one_naming_the_last() -> None:
     sweep = ScriptedSweep(world=2)  # all-reduces of 1 ms + 1 ns a byte: 4 MiB takes 5.19 ms
     result = collective._run(sweep, [1024, 4 * MiB, 16 * MiB], budget_s=0.0, limit_s=0.005, min_iterations=3,
@@ -148,9 +155,11 @@ def test_the_process_group_waits_ten_times_the_operation_limit(monkeypatch: pyte
     for timeout_s, limit_s in ((5.0, 3.0), (60.0, 3.0)):
         with pytest.raises(ProbeError, match="stop here"):
             measure_collective(rank=0, world=2, master="127.0.0.1:1", timeout_s=timeout_s, op_limit_s=limit_s)
-    with pytest.raises(ProbeError, match="stop here"):  # the defaults: 60 s to join, 10 s a full sweep's operation
+    with pytest.raises(ProbeError, match="stop here"):  # the defaults: 10 s a full sweep's operation
         measure_collective(rank=0, world=2, master="127.0.0.1:1", sizes=[4])  # one float32 is a size
-    assert waited == [30.0, 60.0, 100.0]
+    with pytest.raises(ProbeError, match="stop here"):  # 60 s to join; --quick allows 2 s an operation
+        measure_collective(rank=0, world=2, master="127.0.0.1:1", quick=True)
+    assert waited == [30.0, 60.0, 100.0, 60.0]
 
 
 def test_ranks_that_met_but_cannot_connect_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,6 +256,7 @@ def test_rendezvous_from_torchrun_environment() -> None:
         (0, None, "h:1", "no world: pass --world N or set WORLD_SIZE"),
         (0, 2, None, "no master: pass --master HOST:PORT or set MASTER_ADDR and MASTER_PORT"),
         (0, 2, "h", "bad master 'h': expected HOST:PORT"),
+        (0, 2, ":29500", "bad master ':29500': expected HOST:PORT"),
         (0, 2, "h:70000", "bad master port 70000"),
         (0, 1, "h:1", "needs at least 2 ranks"),
         (2, 2, "h:1", r"rank 2 is outside world 2 \(0\.\.1\)$"),
