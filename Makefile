@@ -50,7 +50,7 @@ $(MUTATION_INSTALLED): $(INSTALLED)
 	touch $@
 
 mutation: $(MUTATION_INSTALLED)
-	nice -n 10 $(BIN)/python tests/mutation.py $(MODULE) $(if $(SAMPLE),--sample $(SAMPLE))
+	nice -n 10 $(BIN)/python tests/mutation.py $(MODULE) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(RESUME),--resume)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mutation
