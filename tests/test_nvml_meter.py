@@ -472,6 +472,19 @@ def test_without_torch_cuda_n_is_matched_to_nvml_by_pci_bus_id(tmp_path: Path) -
     ]  # fmt: skip
 
 
+def test_a_bus_id_nvml_does_not_know_falls_back_to_the_environments_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passed-through GPU in a VM can show CUDA a bus id NVML does not list: NVML's order is used."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    meter = meter_for("cuda:0", nvml=two_different_cards(), cuda=FakeCudaDriver(["0000:09:00.0"]))
+    assert isinstance(meter, NvmlMeter) and meter.gpu_name == "GeForce GTX 1060 3GB"
+
+
+def test_a_device_name_built_at_run_time_finds_its_meter(tmp_path: Path) -> None:
+    """Device names come from the command line, not only from literals: compared by value."""
+    built = "".join(["c", "pu"])
+    assert meter_for(built, powercap_root=tmp_path).reason == meter_for("cpu", powercap_root=tmp_path).reason  # no ValueError
+
+
 def test_the_cuda_driver_decides_which_gpus_this_process_sees() -> None:
     nvml = two_different_cards()
     only_second = FakeCudaDriver(["0000:02:00.0"])  # as CUDA_VISIBLE_DEVICES=1 would leave it
