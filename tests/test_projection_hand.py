@@ -346,3 +346,38 @@ def test_ddp_under_accumulation_overlaps_two_thirds_of_the_last_micro_batch_by_d
                                intra_sync_s=0.0, offload_s=0.0)
     assert strategies.overlapped_step(plan, 1.5) == pytest.approx(12.0, rel=1e-12)
     assert strategies.overlapped_step(plan, 5.0) == pytest.approx(15.0, rel=1e-12)
+
+
+def test_claims_compare_a_reference_gpu_with_every_gpu_of_a_two_gpu_node() -> None:
+    """A node of 2 x 50 TFLOP/s-of-datasheet (1e14 peak each) and 2 x 80 GiB: an H200's 989.4 TFLOP/s
+    bf16 peak is 989.4 / 200 = 4.947 such nodes, its 141 GiB is 141 / 160 of one; an H100's 80 GiB half."""
+    nodes = Swarm.uniform(lab_node(gpus=2), 10)
+    sc = scenario(M125, nodes, dc_gpus=8)
+    c = claims(sc, project(sc))
+    assert c.nodes_per_reference["h200"] == pytest.approx((989.4e12 / 2e14, 141 / 160), rel=1e-12)
+    assert c.nodes_per_reference["h100"] == pytest.approx((989.4e12 / 2e14, 0.5), rel=1e-12)
+
+
+def test_the_datacenter_trains_round_the_clock_so_its_calendar_is_its_wall_clock() -> None:
+    """Nothing stretches a datacenter's calendar: no part-time hours, no rejoining downloads."""
+    r = colocated(model_spec("7B"), get_card("h100"), 64, 1e11)
+    compute = 4e6 * (6 * 6.74e9 + 12 * 32 * 4096 * 4096) / (64 * 989.4e12 * 0.4)  # as in the colocated step above
+    assert r.wall_clock_s == pytest.approx(1e11 / 4e6 * compute, rel=1e-12)
+    assert r.calendar_s == pytest.approx(1e11 / 4e6 * compute, rel=1e-12)
+
+
+def test_a_pipeline_stage_on_a_two_gpu_node_waits_for_its_fsdp_gather_and_scatter() -> None:
+    """7B on 40 nodes of 2 x 24 GiB joined by a slow 1 GB/s link: each micro-batch gathers and scatters
+    the stage's bf16 weights inside the node, 3 (G-1)/G · 2 · N_stage bytes = 3 N_stage bytes at G = 2,
+    which takes longer than the stage's compute, so a stage's busy time is micro-batches x that."""
+    node = with_link(lab_node(gpus=2, memory_bytes=Figure(24 * 2**30, "t"), intra_bw=Figure(1e9, "t")),
+                     uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    r = pipeline(model_spec("7B"), Swarm.uniform(node, 40), 1e10)
+    assert r.feasible, r.reason
+    k, micro = (int(x) for x in __import__("re").findall(r"(\d+) stages x \d+ pipelines, (\d+) micro", r.plan)[0])
+    layers = math.ceil(32 / k)
+    stage_params = layers * (6.74e9 - 2 * 32000 * 4096) / 32 + 32000 * 4096
+    gather = 3 * (2 - 1) / 2 * 2 * stage_params / 1e9
+    compute = 4096 * (6 * stage_params + 12 * layers * 4096 * 4096) * 8 / 6 / (2 * 5e13)  # even with full recompute
+    assert gather > compute
+    assert r.compute_s == pytest.approx(micro * gather, rel=1e-12)
