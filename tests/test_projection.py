@@ -579,3 +579,39 @@ def test_a_model_may_be_up_to_a_million_wide() -> None:
     assert model_spec(1e9, layers=1, width=1_000_000, heads=1).width == 1_000_000
     with pytest.raises(FlopwattError, match="^width must be >= 1 and <= 1e\\+06, got 1e\\+06"):
         model_spec(1e9, layers=1, width=1_000_001, heads=1)
+
+
+def test_a_home_pue_may_be_up_to_5() -> None:
+    assert Prices(home_pue=5).validated().home_pue == 5
+    with pytest.raises(FlopwattError, match=r"^home PUE must be >= 1 and <= 5, got 5\.5$"):
+        scenario(model_spec("125M"), swarm(4), prices=Prices(home_pue=5.5))
+
+
+def test_source_labels_change_no_figure_and_projections_compare_by_their_figures() -> None:
+    """The same node under other labels projects to equal Projections; only the labels differ."""
+    a = home("rtx4090")
+    b = with_link(a, uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    relabelled = dataclasses.replace(b, flops=Figure(b.flops.value, "another label"),
+                                     watts=Figure(b.watts.value, "a wall meter, say"))
+    first = project(scenario(model_spec("125M"), Swarm.uniform(b, 8)))
+    second = project(scenario(model_spec("125M"), Swarm.uniform(relabelled, 8)))
+    assert [r.sources for r in first] != [r.sources for r in second]
+    assert first == second
+
+
+def test_no_tokens_have_no_logits_chunked_or_not() -> None:
+    """The chunk count's max(1, ...) keeps log2 defined at T = 0; one token is one chunk of one."""
+    from bench.projection.model import logits_bytes
+    m = model_spec("125M")
+    assert logits_bytes(m, 0, chunked=True) == 0.0 and logits_bytes(m, 0, chunked=False) == 0.0
+    assert logits_bytes(m, 1, chunked=True) == 4 * 50257
+
+
+def test_node_from_run_whose_matmuls_name_no_variant_takes_the_fastest() -> None:
+    """Runs that did not record burst or sustained: the fastest GPU matmul, labelled without a variant."""
+    doc = run_doc()
+    for m in doc["measurements"]:
+        m.pop("variant", None)
+    node = node_from_run(doc)
+    assert node.flops.value == 170e12 and node.dtype == "bf16"
+    assert node.flops.source == "measured in run 3f2a9c0d: matmul bf16"
