@@ -615,3 +615,47 @@ def test_node_from_run_whose_matmuls_name_no_variant_takes_the_fastest() -> None
     node = node_from_run(doc)
     assert node.flops.value == 170e12 and node.dtype == "bf16"
     assert node.flops.source == "measured in run 3f2a9c0d: matmul bf16"
+
+
+def test_no_split_fits_names_a_one_layer_stage_in_gib_by_hand() -> None:
+    """70B (80 layers of (69e9 - 2·32000·8192)/80 = 855,946,400 params, untied 32000 x 8192 embedding)
+    on GTX 1080s, fp32 (no tensor cores), full recomputation: the smallest stage holds one layer and
+    an embedding, P = 1,118,090,400, at 4 + 4 + 8 bytes (Adam) or 4 + 4 + 2 (8-bit Adam), with one
+    layer's 2·s·h stored plus 34·s·h recomputed, doubled in fp32, and one chunk of fp32 logits:
+    next_pow2(ceil(4096 / ceil(32000 / 8192))) = 1024 tokens of 32000."""
+    stage = (69e9 - 2 * 32000 * 8192) / 80 + 32000 * 8192
+    assert stage == 1_118_090_400
+    rest = 2 * 36 * 4096 * 8192 + 4 * 1024 * 32000
+    for optimizer, settings in ((8, Settings()), (2, Settings(memory=MemoryOptions(optimizer_8bit=True)))):
+        need = ((4 + 4 + optimizer) * stage + rest) / 2**30
+        r = pipeline(model_spec("70B"), Swarm.uniform(home("gtx1080"), 2000), 1e12, settings=settings)
+        assert r.reason == (f"no split fits: a stage of one layer and an embedding needs {need:.1f} GiB per GPU, "
+                            "GeForce GTX 1080 has 7.2 GiB usable (try --optimizer-8bit, --offload-optimizer or "
+                            "--gpus-per-node)")
+        assert f"{need:.1f}" == {8: "19.0", 2: "12.8"}[optimizer]
+
+
+def test_an_offloaded_optimizer_that_fills_the_host_ram_exactly_fits() -> None:
+    """125M with its 12 bytes/param of Adam in host RAM, half of which is usable: 3.0e9 bytes of RAM
+    hold the 1.5e9 exactly, so the node holds the model (no pipeline needed) and DDP runs; one byte
+    less RAM (two, as 0.5 of it) and it does not fit."""
+    settings = Settings(usable_memory=0.5, memory=MemoryOptions(offload_optimizer=True))
+    def with_ram(nbytes: float) -> Swarm:
+        return Swarm.uniform(dataclasses.replace(home(up=1e8, down=1e8), host_ram_bytes=Figure(nbytes, "t")), 4)
+
+    assert 12 * 125e6 == 0.5 * 24 * 125e6 == 1.5e9
+    fits = with_ram(24 * 125e6)
+    assert pipeline(model_spec("125M"), fits, 1e9, settings=settings).reason == \
+        "model fits one node: no pipeline needed (see ddp, diloco)"
+    assert ddp(model_spec("125M"), fits, 1e9, settings=settings).feasible
+    r = ddp(model_spec("125M"), with_ram(24 * 125e6 - 2), 1e9, settings=settings)
+    assert not r.feasible and r.reason.startswith("host RAM: needs 1.4 GiB")
+
+
+def test_a_resized_uneven_swarm_keeps_its_groups_in_proportion() -> None:
+    """3 + 1 nodes scaled to 8: 3·8/4 = 6 and 1·8/4 = 2; to 2: 1.5 rounds to 2 (half to even), 0.5 to 0, kept at 1."""
+    from bench.projection.sweep import resized
+    a, b = home("rtx4090"), home("rtx3090")
+    uneven = Swarm((NodeGroup(a, 3), NodeGroup(b, 1)))
+    assert [(g.node, g.count) for g in resized(uneven, 8).groups] == [(a, 6), (b, 2)]
+    assert [(g.node, g.count) for g in resized(uneven, 2).groups] == [(a, 2), (b, 1)]
