@@ -381,3 +381,28 @@ def test_a_pipeline_stage_on_a_two_gpu_node_waits_for_its_fsdp_gather_and_scatte
     compute = 4096 * (6 * stage_params + 12 * layers * 4096 * 4096) * 8 / 6 / (2 * 5e13)  # even with full recompute
     assert gather > compute
     assert r.compute_s == pytest.approx(micro * gather, rel=1e-12)
+
+
+def test_ddp_communication_is_the_step_less_the_compute_by_hand() -> None:
+    """62 one-sequence micro-batches on 4 lab nodes: the step of the first test here, of which the
+    node's compute is COMPUTE and the rest, what the ring adds past the last backward, is communication."""
+    r = ddp(M125, Swarm.uniform(lab_node(), 4), 1e9, settings=Settings(micro_batch_tokens=2048))
+    micro = COMPUTE / SEQS
+    step = (SEQS - 1) * micro + micro / 3 + max(2 * micro / 3, RING)
+    assert r.compute_s == pytest.approx(COMPUTE, rel=1e-12)
+    assert r.comm_s == pytest.approx(step - COMPUTE, rel=1e-12)
+    assert r.comm_s == pytest.approx(RING - 2 * micro / 3, rel=1e-9)  # the ring outlasts the backward it hides behind
+
+
+def test_a_pipeline_charges_the_whole_pc_as_card_plus_host_by_hand() -> None:
+    """The 2 x 4 pipeline plan above on 8 lab nodes: with the whole PC charged each node costs its
+    $1000 card + $500 host, amortised over 4 years of the hours trained; with the card alone, $1000."""
+    m = model_spec("7B", batch_tokens=4 * 4096)
+    node = with_link(lab_node(), uplink_bps=1e9, downlink_bps=1e9, rtt_s=0.03)
+    settings = Settings(critical_batch_tokens=1.0, diloco_token_factor=1.0)
+    pc = pipeline(m, Swarm.uniform(node, 10), 1e10, settings=settings, prices=Prices(swarm_hardware="pc"))
+    card = pipeline(m, Swarm.uniform(node, 10), 1e10, settings=settings)
+    assert pc.nodes == card.nodes == 8 and pc.wall_clock_s == card.wall_clock_s
+    wall = pc.wall_clock_s or 0.0
+    assert pc.hardware_cost_usd == pytest.approx(8 * (1000 + 500) * wall / (4 * YEAR), rel=1e-12)
+    assert card.hardware_cost_usd == pytest.approx(8 * 1000 * wall / (4 * YEAR), rel=1e-12)
