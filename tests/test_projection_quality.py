@@ -129,3 +129,16 @@ def test_the_fewest_published_outer_syncs_is_32() -> None:
 def test_each_argument_of_the_band_must_be_positive(replicas: int, inner: int, params: float, batch: int) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         q.diloco_token_factor(replicas, inner, params, worker_batch_tokens=batch)
+
+
+def test_the_low_end_past_eight_replicas_is_the_fits_growth_beyond_eight() -> None:
+    """64 replicas of 1B at H = 30: parity up to 8, then the fit's growth from 8 to 64, a·(64^G - 8^G)
+    percent (the constant C cancels), 5.5 % where the whole penalty is 6.9 % and the one at 8 is 1.4 %."""
+    n, d = 1e9, 20 * 1e9
+    band = q.diloco_token_factor(64, 30, n, worker_batch_tokens=2**17)
+    low_pct = q.FIT_A * (64**q.FIT_G - 8**q.FIT_G)
+    assert band.loss_penalty[0] * 100 == pytest.approx(low_pct, rel=1e-9)
+    assert f"{low_pct:.1f} {q.FIT_C + q.FIT_A * (64**q.FIT_G - 1):.1f} {q.FIT_C + q.FIT_A * (8**q.FIT_G - 1):.1f}" \
+        == "5.5 6.9 1.4"
+    factor = (1 + low_pct / 100 * chinchilla(n, d) / (410.7 / d**0.28)) ** (1 / 0.28)
+    assert factor < 64 and band.low == pytest.approx(factor, rel=1e-9)
