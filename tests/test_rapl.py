@@ -377,6 +377,13 @@ def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> 
     assert meter.read().power_w is None
 
 
+def test_a_clock_reading_equal_to_the_last_is_no_time_passed() -> None:
+    """Equal clock values that are distinct float objects (as a real clock's readings are)."""
+    snapshots = iter([Times(100, 0, 50, 800, 50, 0, 0, 0, 0, 0)] * 2)
+    meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: next(snapshots), clock=lambda: float("2.5"))
+    assert meter.read().power_w is None
+
+
 def test_the_live_rapl_reading_is_the_counter_over_the_time_since_the_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
