@@ -37,7 +37,10 @@ class RunInfo(BaseModel):
     @classmethod
     def _in_utc(cls, value: datetime) -> datetime:
         # Stored as ISO text: one offset everywhere keeps text order equal to time order.
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:  # 0001-01-01T00:01+04:05 is before year 1 in UTC
+            raise ValueError("a time that UTC cannot hold (before year 1 or after 9999)") from None
 
 
 class RunDocument(BaseModel):
