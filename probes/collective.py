@@ -75,33 +75,34 @@ class Rendezvous:
 
 
 def resolve_rendezvous(
-    rank: int | None, world: int | None, master: str | None, env: Mapping[str, str]
+    rank: int | None, world: int | None, master: str | None, env: Mapping[str, str], *, probe: str = PROBE
 ) -> Rendezvous:
-    """Explicit options first, else torchrun's variables; ProbeError naming what is missing."""
+    """Explicit options first, else torchrun's variables; ProbeError naming what is missing, worded for
+    `probe` (the swarm meets by the same rules)."""
     if master is not None:
         host, colon, port_text = master.strip().rpartition(":")
         host = host.strip("[]")
         if not colon or not host or not port_text.isdigit():
-            raise ProbeError(f"collective: bad master {master!r}: expected HOST:PORT")
+            raise ProbeError(f"{probe}: bad master {master!r}: expected HOST:PORT")
     else:
         host, port_text = env.get("MASTER_ADDR", ""), env.get("MASTER_PORT", "")
         if not host or not port_text.isdigit():
-            raise ProbeError("collective: no master: pass --master HOST:PORT or set MASTER_ADDR and MASTER_PORT")
+            raise ProbeError(f"{probe}: no master: pass --master HOST:PORT or set MASTER_ADDR and MASTER_PORT")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise ProbeError(f"collective: bad master port {port}: expected 1 to 65535")
+        raise ProbeError(f"{probe}: bad master port {port}: expected 1 to 65535")
     values: dict[str, int] = {}
     for name, given, variable, option in (("rank", rank, "RANK", "--rank R"), ("world", world, "WORLD_SIZE", "--world N")):
         if given is None:
             text = env.get(variable, "")
             if not text.isdigit():
-                raise ProbeError(f"collective: no {name}: pass {option} or set {variable}")
+                raise ProbeError(f"{probe}: no {name}: pass {option} or set {variable}")
             given = int(text)
         values[name] = given
     if values["world"] < 2:
-        raise ProbeError(f"collective: needs at least 2 ranks, not world {values['world']}")
+        raise ProbeError(f"{probe}: needs at least 2 ranks, not world {values['world']}")
     if not 0 <= values["rank"] < values["world"]:
-        raise ProbeError(f"collective: rank {values['rank']} is outside world {values['world']} (0..{values['world'] - 1})")
+        raise ProbeError(f"{probe}: rank {values['rank']} is outside world {values['world']} (0..{values['world'] - 1})")
     return Rendezvous(values["rank"], values["world"], host, port)
 
 
@@ -136,7 +137,7 @@ def _connect_store(rv: Rendezvous, timeout_s: float, agent_store: bool) -> dist.
     return dist.PrefixStore(_STORE_PREFIX, store)
 
 
-def _local_address(rv: Rendezvous) -> str:
+def local_address(rv: Rendezvous, *, probe: str = PROBE) -> str:
     """The address this machine uses to reach the master: the one gloo must listen on.
 
     gloo's default resolves the hostname, which on many home PCs maps to 127.0.1.1 and would make
@@ -148,14 +149,14 @@ def _local_address(rv: Rendezvous) -> str:
             probe.connect(address)
             return str(probe.getsockname()[0])
     except OSError as exc:
-        raise ProbeError(f"collective: no route from rank {rv.rank} to master {rv.master}: {exc.strerror or exc}") from exc
+        raise ProbeError(f"{probe}: no route from rank {rv.rank} to master {rv.master}: {exc.strerror or exc}") from exc
 
 
 def _process_group(store: dist.Store, rv: Rendezvous, backend: str, device: torch.device, timeout_s: float) -> dist.ProcessGroup:
     try:
         if backend == "gloo":
             options = dist.ProcessGroupGloo._Options()
-            options._devices = [dist.ProcessGroupGloo.create_device(hostname=_local_address(rv))]
+            options._devices = [dist.ProcessGroupGloo.create_device(hostname=local_address(rv))]
             options._timeout = timedelta(seconds=timeout_s)
             return dist.ProcessGroupGloo(store, rv.rank, rv.world, options)
         torch.cuda.set_device(device)

@@ -59,10 +59,7 @@ WATCH_INTERVAL_S = 0.5
 
 def rendezvous(rank: int | None, world: int | None, master: str | None, env: Mapping[str, str]) -> collective.Rendezvous:
     """The collective probe's rendezvous rules, its messages worded for `swarm`."""
-    try:
-        return collective.resolve_rendezvous(rank, world, master, env)
-    except ProbeError as exc:
-        raise ProbeError("swarm:" + str(exc).removeprefix("collective:")) from None
+    return collective.resolve_rendezvous(rank, world, master, env, probe="swarm")
 
 
 def first_line(exc: BaseException) -> str:
@@ -95,14 +92,6 @@ def _open_store(rv: collective.Rendezvous, timeout_s: float) -> dist.TCPStore:
             f"first and let TCP port {rv.port} in on it (behind NAT: forward that port, or join over a VPN such as "
             "WireGuard)"
         ) from exc
-
-
-def local_address(rv: collective.Rendezvous) -> str:
-    """The address this machine reaches the master from: where gloo must listen for its peers."""
-    try:
-        return collective._local_address(rv)
-    except ProbeError as exc:
-        raise ProbeError("swarm:" + str(exc).removeprefix("collective:")) from None
 
 
 def _group(store: dist.Store, rv: collective.Rendezvous, backend: str, device: torch.device, address: str,
@@ -311,7 +300,7 @@ class Link:
 def join(rank: int | None, world: int | None, master: str | None, device: torch.device, timeout_s: float) -> Link:
     """Meet the other ranks (see the module docstring); ProbeError naming the host and port that failed."""
     rv = rendezvous(rank, world, master, os.environ)
-    address = local_address(rv)
+    address = collective.local_address(rv, probe="swarm")
     store = _open_store(rv, timeout_s)
     board = Board(store, rv.master)
     _check_peers(board, rv, address, timeout_s)

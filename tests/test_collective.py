@@ -236,7 +236,7 @@ def test_a_master_that_does_not_resolve_is_named_with_the_resolvers_words(monkey
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     rv = Rendezvous(rank=1, world=2, host="nowhere.invalid", port=29500)
     with pytest.raises(ProbeError) as err:
-        collective._local_address(rv)
+        collective.local_address(rv)
     assert str(err.value) == "collective: no route from rank 1 to master nowhere.invalid:29500: Name or service not known"
 
 
