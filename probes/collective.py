@@ -106,35 +106,40 @@ def resolve_rendezvous(
     return Rendezvous(values["rank"], values["world"], host, port)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The gist of a torch.distributed error: its first sentence, without the C++ source location."""
-    lines = str(exc).strip().splitlines()
-    text = re.sub(r"^\[[^\]]*:\d+\]\s*", "", lines[0]) if lines else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")[:300]
+def error_gist(exc: BaseException) -> str:
+    """The gist of a torch.distributed error: its first sentence, without C++ source locations
+    ("[/__w/pytorch/.../pair.cc:553]"), which mean nothing to a user and read as markup to rich."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"\[[^\]\s]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", text)
+    text = re.sub(r"Got the following error when running the callback: \w+: ", "", text)  # DDP's future
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
-def _connect_store(rv: Rendezvous, timeout_s: float, agent_store: bool) -> dist.Store:
-    """Meet at the master; the master itself waits until every rank has joined."""
-    is_master = rv.rank == 0 and not agent_store
+def join_store(rv: Rendezvous, timeout_s: float, *, hosts: bool, probe: str = PROBE,
+               unreachable_advice: str = "") -> dist.TCPStore:
+    """Meet at the master's TCPStore: every rank checks in, and the rank that `hosts` it waits for all.
+
+    torch's errors become one line naming what to do: the ranks still missing, a port in use, a
+    master that cannot be reached (with `unreachable_advice`, or the cause when there is none).
+    """
     try:
-        # Every rank checks in (wait_for_workers), and the master waits for all of them.
-        store = dist.TCPStore(rv.host, rv.port, rv.world, is_master, timeout=timedelta(seconds=timeout_s))
+        return dist.TCPStore(rv.host, rv.port, rv.world, hosts, timeout=timedelta(seconds=timeout_s))
     except (RuntimeError, OSError) as exc:
         text = str(exc)
         joined = re.search(r"(\d+)/(\d+) clients joined", text)
         if joined:
             raise ProbeError(
-                f"collective: only {joined[1]} of {rv.world} ranks joined master {rv.master} within {timeout_s:g} s; "
+                f"{probe}: only {joined[1]} of {rv.world} ranks joined master {rv.master} within {timeout_s:g} s; "
                 f"start the missing ranks with --world {rv.world} --master {rv.master}"
             ) from exc
         if "EADDRINUSE" in text or "address already in use" in text:
-            raise ProbeError(f"collective: port {rv.port} is already in use on this master ({rv.master})") from exc
-        if is_master:
-            raise ProbeError(f"collective: cannot listen as master {rv.master}: {_first_line(exc)}") from exc
+            raise ProbeError(f"{probe}: port {rv.port} is already in use on the master ({rv.master}); pick another") from exc
+        if hosts:
+            raise ProbeError(f"{probe}: cannot listen as master {rv.master}: {error_gist(exc)}") from exc
         raise ProbeError(
-            f"collective: rank {rv.rank} could not reach master {rv.master} within {timeout_s:g} s: {_first_line(exc)}"
+            f"{probe}: rank {rv.rank} could not reach the master {rv.master} within {timeout_s:g} s: "
+            f"{unreachable_advice or error_gist(exc)}"
         ) from exc
-    return dist.PrefixStore(_STORE_PREFIX, store)
 
 
 def local_address(rv: Rendezvous, *, probe: str = PROBE) -> str:
@@ -165,7 +170,7 @@ def _process_group(store: dist.Store, rv: Rendezvous, backend: str, device: torc
         return dist.ProcessGroupNCCL(store, rv.rank, rv.world, options)
     except RuntimeError as exc:
         raise ProbeError(
-            f"collective: ranks met at {rv.master} but rank {rv.rank} could not connect to the others: {_first_line(exc)}"
+            f"collective: ranks met at {rv.master} but rank {rv.rank} could not connect to the others: {error_gist(exc)}"
         ) from exc
 
 
@@ -265,7 +270,7 @@ def measure_collective(
 
     progress(f"collective: rank {rv.rank} of {rv.world} joining {rv.master}", 0.0)
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts it
-    store = _connect_store(rv, timeout_s, agent_store)
+    store = dist.PrefixStore(_STORE_PREFIX, join_store(rv, timeout_s, hosts=rv.rank == 0 and not agent_store))
     # The warm-up of the size that ends the sweep may take a few times `limit` (sizes grow 2-4x).
     group = _process_group(store, rv, backend, dev, max(timeout_s, 10 * limit))
     result = _run(_Sweep(group, rv, dev), chosen, budget, limit, min_iterations, max_iterations, backend, progress, note)
@@ -288,7 +293,7 @@ def _run(
         sweep.warm_up()
     except RuntimeError as exc:
         raise ProbeError(
-            f"collective: the first all-reduce failed on rank {rv.rank} (a rank left or a link dropped): {_first_line(exc)}"
+            f"collective: the first all-reduce failed on rank {rv.rank} (a rank left or a link dropped): {error_gist(exc)}"
         ) from exc
     for index, nbytes in enumerate(sizes):
         progress(f"collective: all-reduce {nbytes} B", index / len(sizes))
@@ -309,7 +314,7 @@ def _run(
         except RuntimeError as exc:
             raise ProbeError(
                 f"collective: all-reduce of {nbytes} B failed on rank {rv.rank} (a rank left or a link dropped): "
-                f"{_first_line(exc)}; partial samples discarded"
+                f"{error_gist(exc)}; partial samples discarded"
             ) from exc
         median = statistics.median(times)
         result.measurements.append(

@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from probes.collective import error_gist
 from probes.energy import EnergyMeter, meter_for
 from probes.inventory import read_cpu_info
 from probes.measurement import ProbeError, ProbeResult, ProgressCallback, Unavailable, no_progress
 from probes.swarm_figures import PROBE, Context, Curve, factor_figure, strategy_figures
 from probes.swarm_language import Language
-from probes.swarm_link import WATCH_INTERVAL_S, Link, Watchdog, first_line, join
+from probes.swarm_link import WATCH_INTERVAL_S, Link, Watchdog, join
 from probes.swarm_ring import BITS
 from probes.swarm_train import SEQ_LEN, Record, Run, Setup, Stopped, compute_dtype, diloco_payload_bytes, ladder, size_model
 from probes.swarm_train import train_ddp, train_diloco
@@ -144,7 +145,7 @@ def _train_all(link: Link, strategies: list[str], budget_s: float, h: int, bits:
         latency = _tiny_allreduce(link)
     except RuntimeError as exc:
         raise ProbeError(f"swarm: rank {link.rank} lost contact with the others while sizing the model: "
-                         f"{first_line(exc)}; nothing was measured") from exc
+                         f"{error_gist(exc)}; nothing was measured") from exc
     setup = Setup(language, cfg, dtype, budget_s, h, bits, cfg.tokens_per_step * link.world)
     meter = meter_for(str(link.device))
     name = _device_name(link.device)
@@ -219,7 +220,7 @@ def _cause(link: Link, exc: BaseException) -> str:
         return reported
     if isinstance(exc, Stopped):
         return "another rank failed"
-    return f"rank {link.rank}: {first_line(exc)}"
+    return f"rank {link.rank}: {error_gist(exc)}"
 
 
 def _report_failure(link: Link, cause: str, key: str, record: Record) -> None:

@@ -62,38 +62,6 @@ def rendezvous(rank: int | None, world: int | None, master: str | None, env: Map
     return collective.resolve_rendezvous(rank, world, master, env, probe="swarm")
 
 
-def first_line(exc: BaseException) -> str:
-    """The gist of a torch.distributed error: its first sentence, without C++ source locations
-    ("[/__w/pytorch/.../pair.cc:553]"), which mean nothing to a user and read as markup to rich."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"\[[^\]\s]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", text)
-    text = re.sub(r"Got the following error when running the callback: \w+: ", "", text)  # DDP's future
-    return text.split(". ")[0].rstrip(".")[:200]
-
-
-def _open_store(rv: collective.Rendezvous, timeout_s: float) -> dist.TCPStore:
-    """Meet at the master; rank 0 hosts the store and waits until every rank has joined."""
-    try:
-        return dist.TCPStore(rv.host, rv.port, rv.world, rv.rank == 0, timedelta(seconds=timeout_s))
-    except (RuntimeError, OSError) as exc:
-        text = str(exc)
-        joined = re.search(r"(\d+)/(\d+) clients joined", text)
-        if joined:
-            raise ProbeError(
-                f"swarm: only {joined[1]} of {rv.world} ranks joined master {rv.master} within {timeout_s:g} s; "
-                f"start the missing ranks with --world {rv.world} --master {rv.master}"
-            ) from exc
-        if "EADDRINUSE" in text or "address already in use" in text:
-            raise ProbeError(f"swarm: port {rv.port} is already in use on the master ({rv.master}); pick another") from exc
-        if rv.rank == 0:
-            raise ProbeError(f"swarm: cannot listen as master {rv.master}: {first_line(exc)}") from exc
-        raise ProbeError(
-            f"swarm: rank {rv.rank} could not reach the master {rv.master} within {timeout_s:g} s: start rank 0 "
-            f"first and let TCP port {rv.port} in on it (behind NAT: forward that port, or join over a VPN such as "
-            "WireGuard)"
-        ) from exc
-
-
 def _group(store: dist.Store, rv: collective.Rendezvous, backend: str, device: torch.device, address: str,
            timeout_s: float) -> dist.ProcessGroup:
     """A gloo or NCCL process group, usable by DDP and by `send`/`recv`."""
@@ -117,7 +85,7 @@ def _group(store: dist.Store, rv: collective.Rendezvous, backend: str, device: t
         where = f"its peer at {peer[1]}:{peer[2]}" if peer else "one of its peers"
         raise ProbeError(
             f"swarm: rank {rv.rank} reached the master {rv.master} but not {where} within {timeout_s:g} s "
-            f"({first_line(exc)}); {PEER_ADVICE}"
+            f"({collective.error_gist(exc)}); {PEER_ADVICE}"
         ) from exc
     # DDP takes a ProcessGroup, not a bare backend: wrap it as init_process_group does.
     group = dist.ProcessGroup(prefixed, rv.rank, rv.world)
@@ -187,7 +155,7 @@ class Board:
         try:
             yield
         except (RuntimeError, OSError) as exc:
-            raise ProbeError(f"swarm: lost the master {self.master} (rank 0): {first_line(exc)}; "
+            raise ProbeError(f"swarm: lost the master {self.master} (rank 0): {collective.error_gist(exc)}; "
                              "nothing is stored here (rank 0 stores the run)") from None
 
     def post(self, key: str, value: Any) -> None:
@@ -301,7 +269,9 @@ def join(rank: int | None, world: int | None, master: str | None, device: torch.
     """Meet the other ranks (see the module docstring); ProbeError naming the host and port that failed."""
     rv = rendezvous(rank, world, master, os.environ)
     address = collective.local_address(rv, probe="swarm")
-    store = _open_store(rv, timeout_s)
+    store = collective.join_store(rv, timeout_s, hosts=rv.rank == 0, probe="swarm", unreachable_advice=(
+        f"start rank 0 first and let TCP port {rv.port} in on it (behind NAT: forward that port, or join over a "
+        "VPN such as WireGuard)"))
     board = Board(store, rv.master)
     _check_peers(board, rv, address, timeout_s)
     board.post(f"device/{rv.rank}", device.type)

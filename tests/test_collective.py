@@ -131,8 +131,8 @@ def test_sizes_must_be_positive_multiples_of_a_float32(sizes: list[int]) -> None
 
 def test_an_error_is_cut_to_its_first_sentence_without_the_source_location() -> None:
     located = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection closed by peer. Retry\nmore")
-    assert collective._first_line(located) == "Connection closed by peer"
-    assert collective._first_line(RuntimeError()) == "RuntimeError"  # no message: its type
+    assert collective.error_gist(located) == "Connection closed by peer"
+    assert collective.error_gist(RuntimeError()) == "RuntimeError"  # no message: its type
 
 
 def test_nccl_needs_both_cuda_tensors_and_nccl_before_any_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +150,7 @@ def test_the_process_group_waits_ten_times_the_operation_limit(monkeypatch: pyte
         waited.append(timeout_s)
         raise ProbeError("stop here")
 
-    monkeypatch.setattr(collective, "_connect_store", lambda *_: None)
+    monkeypatch.setattr(collective, "join_store", lambda *_, **__: dist.HashStore())
     monkeypatch.setattr(collective, "_process_group", process_group)
     for timeout_s, limit_s in ((5.0, 3.0), (60.0, 3.0)):
         with pytest.raises(ProbeError, match="stop here"):
@@ -280,7 +280,7 @@ def test_rank_that_never_joins_times_out_naming_the_master() -> None:
 
 def test_unreachable_master_times_out_naming_it() -> None:
     master = f"127.0.0.1:{_free_loopback_port()}"
-    with pytest.raises(ProbeError, match=f"^collective: rank 1 could not reach master {master} within 1 s: "):
+    with pytest.raises(ProbeError, match=f"^collective: rank 1 could not reach the master {master} within 1 s: "):
         measure_collective(rank=1, world=2, master=master, timeout_s=1)
 
 

@@ -159,7 +159,7 @@ def test_brackets_in_an_error_are_printed_not_read_as_markup() -> None:
 
 
 def test_a_gloo_error_reads_as_its_message_without_the_source_location() -> None:
-    from probes.swarm_link import first_line
+    from probes.collective import error_gist as first_line
 
     raw = RuntimeError("Rank 1: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection "
                        "closed by peer [10.231.0.3]:65194. This is typically caused by a remote worker crashing.")
