@@ -409,6 +409,40 @@ def test_node_from_run_reads_the_host() -> None:
     assert node.host_memory_bw.value == 55e9
 
 
+def test_node_from_run_takes_the_median_of_samples_when_a_figure_carries_no_value() -> None:
+    """A document whose figures carry only their samples (the contract derives `value` as their
+    median, probes/measurement.py): the node's FLOP/s is that median. Four samples 160, 120, 150,
+    140 TFLOP/s: sorted 120, 140, 150, 160, median (140 + 150) / 2 = 145 TFLOP/s by hand (the upper
+    middle sample, 150, is not the median). Odd count 3, 1, 2 W idle: median 2 W."""
+    doc = run_doc()
+    sustained_bf16 = doc["measurements"][2]
+    sustained_bf16["value"] = None
+    sustained_bf16["samples"] = [160e12, 120e12, 150e12, 140e12]
+    idle = doc["measurements"][-1]
+    del idle["value"]
+    idle["samples"] = [30.0, 10.0, 20.0]
+    node = node_from_run(doc)
+    assert node.flops.value == pytest.approx(145e12, rel=1e-12) and node.dtype == "bf16"
+    assert node.idle_watts.value == pytest.approx(20.0, rel=1e-12)
+
+
+def test_node_from_run_takes_host_figures_from_the_cpu_only() -> None:
+    """The host's idle power and memory bandwidth come from figures measured on device "cpu" only:
+    a figure that states no device (the contract's device is optional) is not the CPU's, even when
+    it is lower (idle) or higher (bandwidth). By hand: 12 W RAPL idle + the assumed 30 W rest = 42 W;
+    triad 55 GB/s."""
+    doc = run_doc()
+    doc["measurements"] += [
+        {"metric": "idle_power", "value": 12.0, "device": "cpu", "params": {}, "energy": None},
+        {"metric": "idle_power", "value": 3.0, "device": None, "params": {}, "energy": None},
+        {"metric": "mem_triad_bandwidth", "value": 55e9, "device": "cpu", "params": {}, "energy": None},
+        {"metric": "mem_triad_bandwidth", "value": 900e9, "device": None, "params": {}, "energy": None},
+    ]
+    node = node_from_run(doc)
+    assert node.host_idle_watts.value == pytest.approx(12.0 + 30.0, rel=1e-12)
+    assert node.host_memory_bw.value == pytest.approx(55e9, rel=1e-12)
+
+
 def test_a_measured_achievable_figure_beats_the_datasheet_peak() -> None:
     """Where bench/hardware.py carries a measured achievable matmul rate (mamf-finder's H100 row), the
     node uses it, labelled, with training's share of sustained matmul; a card without one (the RTX

@@ -8,6 +8,7 @@ assumptions say so in their label and in docs/projection.md ("The node", "Whole-
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -259,7 +260,7 @@ def _value(m: Mapping[str, Any]) -> float:
     v = m.get("value")
     if v is None:
         samples = m.get("samples") or []
-        v = sorted(samples)[len(samples) // 2] if samples else None
+        v = statistics.median(samples) if samples else None  # as a Measurement derives its value
     if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
         raise FlopwattError(f"measurement {m.get('metric')!r} has no usable value")
     return float(v)
