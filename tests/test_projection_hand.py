@@ -406,3 +406,47 @@ def test_a_pipeline_charges_the_whole_pc_as_card_plus_host_by_hand() -> None:
     wall = pc.wall_clock_s or 0.0
     assert pc.hardware_cost_usd == pytest.approx(8 * (1000 + 500) * wall / (4 * YEAR), rel=1e-12)
     assert card.hardware_cost_usd == pytest.approx(8 * 1000 * wall / (4 * YEAR), rel=1e-12)
+
+
+def test_colocated_tensor_parallel_memory_per_gpu_by_hand() -> None:
+    """The tp = 2 plan above (4 x 16,384, N = 12·4·16384² + 32000·16384, 8 H100s, dp = 4): each GPU
+    holds half the bf16 weights and gradients (2N/2 each), Adam's 12N sharded over all 8 GPUs (tp
+    times ZeRO-1's dp), and half of the 4 layers' 34·s·h activations, since sequence parallelism
+    splits them over tp (Korthikanti et al. 2022). The chunked fp32 logits: ceil(32000/16384) = 2
+    chunks of 4096/2 = 2048 tokens, 4·2048·32000 bytes, also split over tp."""
+    m = model_spec(layers=4, width=16384)
+    n = 12 * 4 * 16384**2 + 32000 * 16384
+    r = colocated(m, get_card("h100"), 8, 1e10)
+    assert r.plan.startswith("tp=2 pp=1 dp=4") and "selective recompute" in r.plan
+    mem = r.memory
+    assert mem is not None and mem.recompute == "selective" and mem.micro_batch == 1
+    assert mem.weights == pytest.approx(2 * n / 2, rel=1e-12)
+    assert mem.gradients == pytest.approx(2 * n / 2, rel=1e-12)
+    assert mem.optimizer == pytest.approx(12 * n / 8, rel=1e-12)
+    assert mem.activations == pytest.approx(34 * 4096 * 16384 * 4 / 2, rel=1e-12)
+    assert mem.logits == pytest.approx(4 * 2048 * 32000 / 2, rel=1e-12)
+
+
+def test_a_pipeline_of_two_gpu_nodes_shares_its_activations_and_charges_both_cards_by_hand() -> None:
+    """7B on 40 nodes of 2 x 24 GiB (the FSDP-stage case above): 3 stages of ceil(32/3) = 11 layers
+    x 13 pipelines, 76 micro-batches, so min(3, 76) = 3 micro-batches in flight on the first stage,
+    their 3·11 layers of activations shared by the node's 2 GPUs: 16.5 layers per GPU. 34·s·h bytes a
+    layer overflow 90 % of 24 GiB, so full recomputation: 2·s·h stored per layer in flight plus one
+    layer's 34·s·h. The stage's weights (11 layers + an embedding) are FSDP-sharded over the 2 GPUs:
+    2 bytes each of weights and gradients, 12 of Adam, per param / 2. Hardware: each node's two
+    $1000 cards, amortised over 4 years of the wall clock."""
+    node = with_link(lab_node(gpus=2, memory_bytes=Figure(24 * 2**30, "t"), intra_bw=Figure(1e9, "t")),
+                     uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    r = pipeline(model_spec("7B"), Swarm.uniform(node, 40), 1e10)
+    assert r.plan.startswith("3 stages x 13 pipelines, 76 micro-batches/step") and r.nodes == 39 and r.gpus == 78
+    stage_params = 11 * (6.74e9 - 2 * 32000 * 4096) / 32 + 32000 * 4096
+    sh = 4096 * 4096
+    mem = r.memory
+    assert mem is not None and mem.recompute == "full"
+    assert 34 * sh * 16.5 + 16 * stage_params / 2 > 0.9 * 24 * 2**30  # why not selective
+    assert mem.activations == pytest.approx(2 * sh * 16.5 + 34 * sh, rel=1e-12)
+    assert mem.weights == pytest.approx(2 * stage_params / 2, rel=1e-12)
+    assert mem.optimizer == pytest.approx(12 * stage_params / 2, rel=1e-12)
+    assert mem.logits == pytest.approx(4 * 512 * 32000, rel=1e-12)  # one chunk: 4096 / ceil(32000/4096) tokens
+    wall = r.wall_clock_s or 0.0
+    assert r.hardware_cost_usd == pytest.approx(39 * 2 * 1000 * wall / (4 * YEAR), rel=1e-12)
