@@ -90,8 +90,8 @@ def test_the_issue_s_example_at_80_columns_points_each_cell_to_its_line() -> Non
     start = next(i for i, line in enumerate(lines) if line.startswith(" [1] "))
     note = " ".join(line.strip() for line in lines[start:start + 3])
     assert note == ("[1] ddp, diloco: does not fit: needs 102.0 GiB per GPU with full recomputation; GeForce RTX "
-                    "4090 has 21.6 GiB usable of 24.0 (try --gpus-per-node, --optimizer-8bit, --offload-optimizer "
-                    "or pipeline)")
+                    "4090 has 21.6 GiB usable of 24.0 (try --optimizer-8bit, --offload-optimizer, "
+                    "--gpus-per-node or pipeline)")
     assert lines[start + 3].startswith(" [2] colocated plan: tp=1 pp=1 dp=168, bf16")
     plan = next(i for i, line in enumerate(lines) if line.startswith("│ plan"))
     two_rows = [line.split("│")[2:-1] for line in lines[plan:plan + 2]]

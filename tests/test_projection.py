@@ -664,8 +664,8 @@ def test_no_split_fits_names_a_one_layer_stage_in_gib_by_hand() -> None:
         need = ((4 + 4 + optimizer) * stage + rest) / 2**30
         r = pipeline(model_spec("70B"), Swarm.uniform(home("gtx1080"), 2000), 1e12, settings=settings)
         assert r.reason == (f"no split fits: a stage of one layer and an embedding needs {need:.1f} GiB per GPU, "
-                            "GeForce GTX 1080 has 7.2 GiB usable (try --optimizer-8bit, --offload-optimizer or "
-                            "--gpus-per-node)")
+                            "GeForce GTX 1080 has 7.2 GiB usable (try "
+                            + {8: "--optimizer-8bit, ", 2: ""}[optimizer] + "--offload-optimizer or --gpus-per-node)")
         assert f"{need:.1f}" == {8: "19.0", 2: "12.8"}[optimizer]
 
 
@@ -693,3 +693,17 @@ def test_a_resized_uneven_swarm_keeps_its_groups_in_proportion() -> None:
     uneven = Swarm((NodeGroup(a, 3), NodeGroup(b, 1)))
     assert [(g.node, g.count) for g in resized(uneven, 8).groups] == [(a, 6), (b, 2)]
     assert [(g.node, g.count) for g in resized(uneven, 2).groups] == [(a, 2), (b, 1)]
+
+
+def test_the_advice_for_a_model_that_does_not_fit_leaves_out_the_options_already_on() -> None:
+    """7B on one 24 GiB RTX 4090 per node fits neither DDP nor DiLoCo, whatever the options; the
+    advice names what is left to try, so a run with both memory options on is told only of more GPUs
+    per node or a pipeline."""
+    both = Settings(memory=MemoryOptions(optimizer_8bit=True, offload_optimizer=True))
+    advice = {"": "--optimizer-8bit, --offload-optimizer, --gpus-per-node or pipeline",
+              "8bit": "--offload-optimizer, --gpus-per-node or pipeline",
+              "both": "--gpus-per-node or pipeline"}
+    for name, settings in (("", Settings()), ("8bit", Settings(memory=MemoryOptions(optimizer_8bit=True))),
+                           ("both", both)):
+        r = ddp(model_spec("7B"), Swarm.uniform(home("rtx4090"), 100), 1e12, settings=settings)
+        assert r.reason.endswith(f"(try {advice[name]})"), r.reason

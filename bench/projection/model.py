@@ -170,6 +170,13 @@ class MemoryOptions:
     offload_optimizer: bool = False
 
 
+def memory_advice(options: MemoryOptions, *more: str) -> str:
+    """'try --a, --b or --c': the memory-saving options not already on, then `more` (never empty)."""
+    tries = [flag for flag, on in (("--optimizer-8bit", options.optimizer_8bit),
+                                   ("--offload-optimizer", options.offload_optimizer)) if not on] + list(more)
+    return "try " + (f"{', '.join(tries[:-1])} or {tries[-1]}" if len(tries) > 1 else tries[0])
+
+
 @dataclass(frozen=True)
 class Memory:
     """Bytes per GPU, and what lives in host RAM."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bench.projection.collectives import allreduce_s
 from bench.projection.energy import PowerGroup, Prices, Projection, account, infeasible
-from bench.projection.model import Memory, ModelSpec, fit, memory_per_gpu, recompute_factor
+from bench.projection.model import Memory, ModelSpec, fit, memory_advice, memory_per_gpu, recompute_factor
 from bench.projection.nodes import node_sources
 from bench.projection.quality import critical_batch_factor, diloco_token_factor
 from bench.projection.strategies import GIB, Settings, critical_batch, swarm_cost_includes, sync_calendar, diloco_factor, node_step
@@ -141,8 +141,8 @@ def pipeline(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = 
                                   model.layers) * g, optimizer_shards=model.params / stage_params(model, model.layers) * g,
                                   layers_in_flight=1 / g, options=settings.memory)
         return infeasible("pipeline", f"no split fits: a stage of one layer and an embedding needs "
-                          f"{smallest.total / GIB:.1f} GiB per GPU, {node.name} has {budget / GIB:.1f} GiB usable (try "
-                          "--optimizer-8bit, --offload-optimizer or --gpus-per-node)", hardware, swarm.gpus, tokens,
+                          f"{smallest.total / GIB:.1f} GiB per GPU, {node.name} has {budget / GIB:.1f} GiB usable "
+                          f"({memory_advice(settings.memory, '--gpus-per-node')})", hardware, swarm.gpus, tokens,
                           nodes=n)
     used = best.stages * best.replicas
     steps = tokens * best.factor / best.batch

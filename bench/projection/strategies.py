@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from bench.hardware import Card
 from bench.projection.collectives import allreduce_s
 from bench.projection.energy import PowerGroup, Prices, Projection, account, infeasible
-from bench.projection.model import Memory, MemoryOptions, ModelSpec, check, largest_micro_batch, memory_per_gpu, \
-    recompute_factor
+from bench.projection.model import Memory, MemoryOptions, ModelSpec, check, largest_micro_batch, memory_advice, \
+    memory_per_gpu, recompute_factor
 from bench.projection.nodes import DEFAULT_MFU, Fabric, Node, datacenter_watts_per_gpu, default_fabric, node_sources
 from bench.projection.quality import DILOCO_BATCH_EXPONENT, TokenFactor, critical_batch_factor, \
     critical_batch_tokens, diloco_token_factor
@@ -204,8 +204,7 @@ def node_step(model: ModelSpec, node: Node, node_tokens: float, settings: Settin
                               options=settings.memory)
         return (f"does not fit: needs {need.total / GIB:.1f} GiB per GPU with full recomputation"
                 f"{f' sharded over {g} GPUs' if g > 1 else ''}; {node.name} has {budget / GIB:.1f} GiB usable "
-                f"of {node.memory_bytes.value / GIB:.1f} (try --gpus-per-node, --optimizer-8bit, "
-                "--offload-optimizer or pipeline)")
+                f"of {node.memory_bytes.value / GIB:.1f} ({memory_advice(settings.memory, '--gpus-per-node', 'pipeline')})")
     host_need = mem.host_optimizer * g + host_extra_bytes
     host_usable = node.host_ram_bytes.value * settings.usable_memory
     if host_need > host_usable:
