@@ -35,7 +35,7 @@ def check(value: float, what: str, low: float, high: float, *, low_inclusive: bo
     """Reject zero, negative, non-finite and absurd inputs with a message naming the field."""
     if not math.isfinite(value) or value < low or (value == low and not low_inclusive) or value > high:
         bound = f"{'>=' if low_inclusive else '>'} {low:g} and <= {high:g}"
-        raise FlopwattError(f"{what} must be {bound}, got {value:g}")
+        raise FlopwattError(f"{what} must be {bound}, got {value:.15g}")  # all its digits: 1e9 + 1 is not 1e+09
     return value
 
 
