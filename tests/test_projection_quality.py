@@ -1,13 +1,17 @@
-"""DiLoCo's token-factor band and the critical-batch cost, worked by hand from docs/projection.md."""
+"""DiLoCo's token-factor band, the critical-batch cost and the edges of the published range and of the
+memory budget, worked by hand from docs/projection.md."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
+from bench.hardware import get_card
+from bench.projection import Settings, colocated, model_spec
 from bench.projection import quality as q
 
 
@@ -142,3 +146,41 @@ def test_the_low_end_past_eight_replicas_is_the_fits_growth_beyond_eight() -> No
         == "5.5 6.9 1.4"
     factor = (1 + low_pct / 100 * chinchilla(n, d) / (410.7 / d**0.28)) ** (1 / 0.28)
     assert factor < 64 and band.low == pytest.approx(factor, rel=1e-9)
+
+
+def test_the_smallest_published_worker_batch_is_8192_tokens() -> None:
+    """Charles et al. 2025 Fig. 4 (1.3B and 2.4B panels): the smallest global batch is 2^16 tokens, over
+    8 replicas 2^16 / 8 = 8,192 tokens (4 sequences of 2,048) per worker per inner step. 8,192 is in
+    range, 8,191 is out and the note names both figures (1B, M = 8, H = 30: thousands of outer syncs)."""
+    assert q.diloco_token_factor(8, 30, 1e9, worker_batch_tokens=8192).outside == ()
+    below = q.diloco_token_factor(8, 30, 1e9, worker_batch_tokens=8191)
+    assert below.outside == ("8,191 tokens per worker per inner step: less than any published run (8,192)",)
+
+
+def test_sixty_four_replicas_is_the_largest_published_run_and_sixty_five_is_beyond_it() -> None:
+    """Douillard et al. 2023 Table 3 ran up to 64 replicas: 64 is only past the fit's 8 (Charles et al.
+    2025), 65 is past every published run. 1B at H = 30 on 2^17 tokens per worker: 2e10·F / (M·2^17·30)
+    is at least 78 outer syncs, so the replica count is the only note."""
+    at = q.diloco_token_factor(64, 30, 1e9, worker_batch_tokens=2**17)
+    assert at.outside == ("64 replicas: beyond the fitted 8 (Charles et al. 2025)",)
+    past = q.diloco_token_factor(65, 30, 1e9, worker_batch_tokens=2**17)
+    assert past.outside == ("65 replicas: more than any published DiLoCo run (64, Douillard et al. 2023 Table 3)",)
+
+
+def test_memory_exactly_at_the_budget_fits() -> None:
+    """125M (GPT-3 Small: 12 x 768, s = 2,048, V = 50,257 tied) on one H100 whose whole memory is the
+    budget: 16 bytes/param (bf16 weights and gradients, fp32 Adam) = 2e9, selective activations
+    34·s·h·L = 641,728,512, one Liger chunk of fp32 logits 4·32·V = 6,432,896 (ceil(V/h) = 66,
+    ceil(2048/66) = 32): 2,648,161,408 bytes. A card of exactly that holds it with selective
+    recomputation; one byte less falls back to full recomputation (2·s·h·L + 34·s·h of activations)."""
+    total = 16 * 125e6 + 34 * 2048 * 768 * 12 + 4 * 32 * 50257
+    assert total == 2_648_161_408
+    h100 = get_card("h100")
+    whole = Settings(usable_memory=1.0)
+    exact = colocated(model_spec("125M"), replace(h100, memory_bytes=int(total)), 1, 1e9, settings=whole)
+    assert exact.plan.startswith("tp=1 pp=1 dp=1, bf16, selective recompute")
+    assert exact.memory is not None and exact.memory.total == total
+    short = colocated(model_spec("125M"), replace(h100, memory_bytes=int(total) - 1), 1, 1e9, settings=whole)
+    assert short.plan.startswith("tp=1 pp=1 dp=1, bf16, full recompute")
+    full = 16 * 125e6 + 2 * 2048 * 768 * 12 + 34 * 2048 * 768 + 4 * 32 * 50257
+    assert short.memory is not None and short.memory.total == full
