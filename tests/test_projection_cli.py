@@ -235,3 +235,86 @@ def test_amortisation_years_up_to_fifty() -> None:
     base = ("--params", "125M", "--card", "rtx4090", "--gpus", "4")
     fails_cleanly((*base, "--amortise-years", "50.5"), "amortisation years must be > 0 and <= 50, got 50.5")
     fails_cleanly((*base, "--amortise-years", "0"), "amortisation years must be > 0 and <= 50, got 0")
+
+
+def _ddp_step_on_four_4090s(d: dict[str, Any], rtt: float) -> float:
+    """The ddp step of 125M on 4 RTX 4090s at 50 Mbit/s up, 100 Mbit/s down, as in the link-units test."""
+    sync = min(ring_allreduce_s(125e6 * 2, 4, 50e6, 100e6, rtt), tree_allreduce_s(125e6 * 2, 4, 50e6, 100e6, rtt))
+    a = -(-62 // d["memory_per_gpu_bytes"]["micro_batch_sequences"])
+    micro = d["compute_s"] / a
+    return (a - 1) * micro + micro / 3 + max(2 * micro / 3, sync)
+
+
+def test_a_nodes_csv_rtt_reaches_the_all_reduce_and_a_blank_one_is_the_default(tmp_path: Path) -> None:
+    """An `rtt` cell of 20ms is the ring's round trip (its source the CSV line); a blank one leaves the
+    default home link's 30 ms. The step is the ddp formula at 0.02 s, then at 0.03 s."""
+    csv = tmp_path / "nodes.csv"
+    base = ("--params", "125M", "--nodes-csv", str(csv), "--strategy", "ddp")
+    csv.write_text("card,count,uplink,downlink,rtt\nrtx4090,4,50mbit,100mbit,20ms\n")
+    doc = as_json(*base)
+    assert doc["swarm"]["figures"]["rtt_s"] == "nodes CSV line 2"
+    (given,) = doc["strategies"]
+    assert given["step_s"] == pytest.approx(_ddp_step_on_four_4090s(given, 0.02), rel=1e-12)
+    csv.write_text("card,count,uplink,downlink,rtt\nrtx4090,4,50mbit,100mbit,\n")
+    doc = as_json(*base)
+    assert doc["swarm"]["figures"]["rtt_s"] == "default home link 25mbit/100mbit/30ms"
+    (blank,) = doc["strategies"]
+    assert blank["step_s"] == pytest.approx(_ddp_step_on_four_4090s(blank, 0.03), rel=1e-12)
+
+
+def test_diloco_bits_from_one_to_thirty_two() -> None:
+    """1-bit pseudo-gradients are accepted (N/8 bytes per all-reduce), 0 and 33 refused. 125M on 4 RTX
+    4090s at H = 100: the 8-bit step less the 1-bit one is (sync(N bytes) - sync(N/8 bytes)) / H, each
+    sync the faster of the ring and the tree at 50 Mbit/s up, 100 Mbit/s down, 20 ms."""
+    base = ("--params", "125M", "--card", "rtx4090", "--gpus", "4", "--uplink", "50mbit", "--downlink", "100mbit",
+            "--rtt", "20ms", "--strategy", "diloco", "--diloco-h", "100")
+
+    def sync(size: float) -> float:
+        return min(ring_allreduce_s(size, 4, 50e6, 100e6, 0.02), tree_allreduce_s(size, 4, 50e6, 100e6, 0.02))
+
+    (one,) = as_json(*base, "--diloco-bits", "1")["strategies"]
+    (eight,) = as_json(*base, "--diloco-bits", "8")["strategies"]
+    assert "1-bit pseudo-gradients" in one["plan"]
+    assert eight["step_s"] - one["step_s"] == pytest.approx((sync(125e6) - sync(125e6 / 8)) / 100, rel=1e-9)
+    fails_cleanly((*base, "--diloco-bits", "0"), "DiLoCo precision bits must be >= 1 and <= 32, got 0")
+    fails_cleanly((*base, "--diloco-bits", "33"), "DiLoCo precision bits must be >= 1 and <= 32, got 33")
+
+
+def test_datacenter_activations_count_the_replicas_fractional_sequences() -> None:
+    """A 4-layer, 16,384-wide model with one head (so no tensor parallelism; N = 12·4·16384² +
+    32000·16384 = 13,409,189,888) on 6 H100s, batch 10,240 tokens of s = 2,048. At pp = 1, dp = 6:
+    2N + 2N + 12N/6 = 6N = 80.5e9 bytes > 0.9·80 GiB, so pp = 2, dp = 3: each replica's
+    10,240/3 = 3,413.3 tokens are 1.667 sequences, fewer than the 2 stages, all in flight on the first
+    stage's 2 layers: 34·s·h·(10240/3/2048)·2 bytes of activations (not 3,413 whole tokens)."""
+    doc = as_json("--card", "h100", "--strategy", "colocated", "--dc-gpus", "6", "--layers", "4", "--width", "16384",
+                  "--heads", "1", "--seq", "2048", "--batch-tokens", "10240", "--tokens", "1e9")
+    (dc,) = doc["strategies"]
+    n = 12 * 4 * 16384**2 + 32000 * 16384
+    assert n == 13_409_189_888 and 6 * n > 0.9 * 80 * 2**30
+    assert dc["plan"].startswith("tp=1 pp=2 dp=3, bf16, selective recompute")
+    mem = dc["memory_per_gpu_bytes"]
+    activations = 34 * 2048 * 16384 * (10240 / 3 / 2048) * 2
+    assert mem["activations"] == pytest.approx(activations, rel=1e-12)
+    logits = 4 * 1024 * 32000  # one Liger chunk: ceil(V/h) = 2, ceil(2048/2) = 1024 tokens
+    assert mem["total"] == pytest.approx(2 * n / 2 + 2 * n / 2 + 12 * n / 6 + activations + logits, rel=1e-12)
+
+
+def test_the_datacenter_is_communication_bound_only_when_communication_exceeds_compute() -> None:
+    """125M at s = 256 on 32 H100s, 8,192 tokens a step: one sequence per replica computes in
+    8192·(6N + 12·12·768·256) / (32·989.4e12·MFU) while the ring of bf16 gradients across 4 servers
+    takes 2·31/32·2N / min(450e9, 8 x 400 Gb/s) = 1.21 ms. At 40 % MFU (0.50 ms) it is communication-
+    bound and says so; at the MFU where the two are equal (16.6 %) and at 10 % (2.01 ms) it is not."""
+    compute_at_full = 8192 * (6 * 125e6 + 12 * 12 * 768 * 256) / (32 * 989.4e12)
+    ring = 2 * 31 / 32 * (2 * 125e6) / min(450e9, 400e9 / 8 * 8)
+    base = ("--params", "125M", "--seq", "256", "--batch-tokens", "8192", "--card", "h100", "--dc-gpus", "32",
+            "--strategy", "colocated")
+    bound = "communication-bound: more GPUs than this batch can keep busy"
+    crossing = compute_at_full / ring
+    for mfu, reason in ((0.4, bound), (crossing, ""), (0.1, "")):
+        (dc,) = as_json(*base, "--mfu", repr(mfu))["strategies"]
+        assert dc["feasible"] and dc["plan"].startswith("tp=1 pp=1 dp=32")
+        assert dc["compute_s"] == pytest.approx(compute_at_full / mfu, rel=1e-12)
+        assert dc["comm_s"] == pytest.approx(ring, rel=1e-12)
+        assert dc["reason"] == reason
+        if mfu == crossing:
+            assert dc["compute_s"] == dc["comm_s"]  # exactly at the threshold
