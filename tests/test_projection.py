@@ -707,3 +707,15 @@ def test_the_advice_for_a_model_that_does_not_fit_leaves_out_the_options_already
                            ("both", both)):
         r = ddp(model_spec("7B"), Swarm.uniform(home("rtx4090"), 100), 1e12, settings=settings)
         assert r.reason.endswith(f"(try {advice[name]})"), r.reason
+
+
+def test_plans_say_one_micro_batch_and_the_outer_syncs_once() -> None:
+    """1B on 64 RTX 4090s: 16,384 tokens (8 sequences of 2048) fit a 24 GiB card in one micro-batch under full
+    recompute, so the DDP plan reads "in 1 micro-batch"; DiLoCo's plan states its outer syncs (steps / H,
+    to a tenth) and its notes do not repeat them."""
+    nodes = Swarm.uniform(with_link(home("rtx4090"), uplink_bps=50e6, downlink_bps=500e6), 64)
+    plain = ddp(model_spec("1B"), nodes, 24.8e9)
+    assert plain.plan.startswith("16,384 tokens/node/step in 1 micro-batch, 16-bit gradients"), plain.plan
+    low = diloco(model_spec("1B"), nodes, 24.8e9)
+    assert f", {low.outer_syncs:,.1f} outer syncs, " in low.plan
+    assert not any("outer syncs" in note for note in low.notes)

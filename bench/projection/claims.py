@@ -62,7 +62,8 @@ def claims(sc: Scenario, results: Sequence[Projection]) -> Claims:
     h200 = get_card("h200")
     kind = "measured achievable" if measured and h200.achievable(h200.best_training_dtype) else "datasheet"
     ratios: dict[str, float] = {}
-    notes = [f"node FLOP/s: {node.flops.source}; reference: {kind} {h200.best_training_dtype} matmul"]
+    notes = [f"reference FLOP/s: the H100's and H200's {kind} {h200.best_training_dtype} matmul, against the node "
+             "FLOP/s above"]
     if all(g.node.uplink_bps is not None for g in sc.swarm.groups):
         up = sc.swarm.link()[0]
         h200, b200 = get_card("h200"), get_card("b200")

@@ -310,11 +310,11 @@ def ddp(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Price
     if math.isinf(calendar):
         return infeasible("ddp", "nodes are not online long enough to download the weights", hardware, swarm.gpus,
                           tokens, nodes=n)
-    mem = plans[0][1].memory
+    mem, micro = plans[0][1].memory, plans[0][1].micro_batches
     notes = tuple(x for x in (note, _batch_note(batch, model.batch_tokens, b_crit, factor)) if x)
     return account(
         strategy="ddp", hardware=hardware, gpus=swarm.gpus, nodes=n, tokens=tokens,
-        plan=f"{per_node:,.0f} tokens/node/step in {plans[0][1].micro_batches} micro-batches, "
+        plan=f"{per_node:,.0f} tokens/node/step in {micro} micro-batch{'' if micro == 1 else 'es'}, "
              f"{settings.grad_bits}-bit gradients, {algorithm} all-reduce, {mem.recompute} recompute"
              f"{', FSDP in the node' if plans[0][1].layout == 'fsdp' else ''}",
         steps=steps, step_s=step, compute_s=compute, comm_s=step - compute, groups=_groups(plans, prices),
@@ -371,7 +371,7 @@ def diloco(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Pr
     if online <= 0:
         return infeasible("diloco", "nodes are not online long enough to download the weights", hardware,
                           swarm.gpus, tokens, nodes=n)
-    notes = [note, f"{steps / h:,.1f} outer syncs"]
+    notes = [note]
     if online < n:
         notes.append(f"{online:,.1f} nodes online on average")
     notes.append(_batch_note(batch, model.batch_tokens, b_crit, batch_factor))
@@ -379,7 +379,7 @@ def diloco(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Pr
     return account(
         strategy="diloco", hardware=hardware, gpus=swarm.gpus, nodes=n, tokens=tokens,
         plan=f"H={h}, {settings.diloco_bits}-bit pseudo-gradients ({algorithm}), {per_node:,.0f} tokens/node/step, "
-             f"{steps / h:,.0f} outer syncs, global batch {batch:,.0f}",
+             f"{steps / h:,.1f} outer syncs, global batch {batch:,.0f}",
         steps=steps, step_s=inner + sync / h, compute_s=compute, comm_s=inner + sync / h - compute,
         groups=_groups(plans, prices), usd_per_kwh=prices.home_usd_per_kwh, pue=prices.home_pue, prices=prices,
         memory=mem, sources=node_sources(swarm.slowest), cost_includes=swarm_cost_includes(prices), calendar_factor=n / online,
