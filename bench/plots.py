@@ -125,12 +125,14 @@ def line_plot(xs: Sequence[float], series: Mapping[str, Sequence[float | None]],
     plt.plotsize(width, height)
     plt.theme("clear")
     drawn: list[tuple[float, float]] = []
+    legend: list[str] = []  # below the plot: plotext's own legend sits on the canvas, over the top points
     for marker, (name, ys) in zip("*o+x#@", series.items()):
         pts = [(x, y) for x, y in zip(xs, ys)
                if y is not None and (not log_x or x > 0) and (not log_y or y > 0)]
         if pts:
-            plt.plot([x for x, _ in pts], [y for _, y in pts], label=f"{marker} {name}", marker=marker)
+            plt.plot([x for x, _ in pts], [y for _, y in pts], marker=marker)
             drawn += pts
+            legend.append(f"{marker} {name}")
     if not drawn:
         return f"{title}: nothing to plot"
     if log_x:
@@ -151,6 +153,6 @@ def line_plot(xs: Sequence[float], series: Mapping[str, Sequence[float | None]],
     plt.title(title)
     plt.xlabel(xlabel)
     plt.ylabel(ylabel)
-    text = plt.build()
+    text = plt.uncolorize(plt.build())
     plt.clf()
-    return plt.uncolorize(text)
+    return f"{text.rstrip()}\n{'   '.join(legend).center(width).rstrip()}"

@@ -3,6 +3,8 @@ marker per series."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.plots import duration_ticks, line_plot, linear_ticks, round_ticks
@@ -32,6 +34,19 @@ def test_log_log_plot_labels_decades_in_units_and_draws_a_marker_per_series() ->
     assert x_labels(text) == ["1", "10", "100", "1k"]  # decades: 1-2-5 steps would be 10 ticks, more than 7
     assert y_labels(text) == ["100", "50", "20", "10", "5"]  # 3 to 100 holds five 1-2-5 steps: they fit
     assert all(len(line) <= 70 for line in text.splitlines())
+
+
+def test_the_legend_is_a_line_under_the_plot_so_no_point_hides_under_it() -> None:
+    """A series whose highest points sit at the top left, where plotext puts its own legend: every
+    one of its markers stays on the canvas, and the legend is the last line, one entry per series
+    drawn (a series with no point has none)."""
+    text = line_plot([1, 2, 3, 4], {"swarm": [1000, 900, 800, 700], "datacenter": [1, 1, 1, 1], "none": [None] * 4},
+                     title="Days to train", xlabel="nodes", ylabel="days", log_x=False, log_y=False, width=60)
+    lines = text.splitlines()
+    assert lines[-1].split() == ["*", "swarm", "o", "datacenter"]
+    top = lines[1 + next(i for i, line in enumerate(lines) if "┌" in line)]
+    assert re.split("[│┤]", top)[1].startswith("*"), top  # the first point, at the top left corner
+    assert not any("swarm" in line or "datacenter" in line for line in lines[:-1])
 
 
 def test_the_issue_s_ranges_get_round_labels() -> None:
