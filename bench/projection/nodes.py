@@ -289,12 +289,9 @@ def node_from_run(doc: Mapping[str, Any], *, watts: float | None = None) -> Node
     gpu_ids = [d.get("id") for d in devices if d.get("kind") in ("cuda", "rocm", "mps")]
     on_gpu = [m for m in matmuls if m.get("device") in gpu_ids]
     pool = on_gpu or matmuls
-
-    def rank(m: Mapping[str, Any]) -> tuple[int, float]:
-        return (1 if m.get("variant") == "sustained" else 0, _value(m))
-
+    # The sustained rate where the run has one (a training run is not a burst), then the fastest dtype.
     sustained = [m for m in pool if m.get("variant") == "sustained"] or pool
-    chosen = max(sustained, key=rank)
+    chosen = max(sustained, key=_value)
     device_id = chosen.get("device")
     device = next((d for d in devices if d.get("id") == device_id), {})
     dtype = normalize_dtype(str(chosen.get("dtype")))
