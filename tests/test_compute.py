@@ -332,7 +332,9 @@ def test_a_call_past_the_windows_cap_ends_the_sweep() -> None:
 
 
 def test_the_sweep_budget_counts_warm_up_and_blocks() -> None:
-    """Each shape costs at least warm-up 0.2 s + 4 blocks of 0.01 s, twice (two BLAS): 0.48 s predicted."""
+    """fp32 on a CPU times two BLAS (torch's, numpy's), each for at least the 0.2 s warm-up + 4 blocks of
+    0.01 s: the 64 shape spends 0.48 s or more, and the 128 shape is predicted at 0.48 s or more again,
+    so together they would pass the 0.5 s budget and 128 is skipped, whatever the machine's speed."""
     tight = MatmulPlan(sizes=[64, 128], sweep_budget_s=0.5, blocks=4, block_s=0.01, sustained_s=0.3, sustain_all_dtypes=False)
     burst = next(m for m in measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], plan=tight).measurements)
     assert {row["m"] for row in burst.params["sweep"]} == {64}
