@@ -184,3 +184,35 @@ def test_memory_exactly_at_the_budget_fits() -> None:
     assert short.plan.startswith("tp=1 pp=1 dp=1, bf16, full recompute")
     full = 16 * 125e6 + 2 * 2048 * 768 * 12 + 34 * 2048 * 768 + 4 * 32 * 50257
     assert short.memory is not None and short.memory.total == full
+
+
+def test_thirty_five_million_parameters_is_the_smallest_published_model() -> None:
+    """Charles et al. 2025 Table 4 starts at 35M, Table 5 ends at 10B: both ends are in range, a
+    parameter either side is out and the note says so (8 replicas, H = 30, 8,192 tokens per worker:
+    hundreds of outer syncs, so the size is the only note)."""
+    assert q.diloco_token_factor(8, 30, 35e6, worker_batch_tokens=8192).outside == ()
+    assert q.diloco_token_factor(8, 30, 10e9, worker_batch_tokens=8192).outside == ()
+    below = q.diloco_token_factor(8, 30, 34_999_999, worker_batch_tokens=8192)
+    assert below.outside == ("3.5e+07 parameters: outside the published 35M-10B",)
+    above = q.diloco_token_factor(8, 30, 10e9 + 1, worker_batch_tokens=8192)
+    assert above.outside == ("1e+10 parameters: outside the published 35M-10B",)
+
+
+@pytest.mark.parametrize("replicas", [1, 4, 8])
+def test_up_to_eight_replicas_the_high_end_is_the_fit_plus_twice_its_rms(replicas: int) -> None:
+    """1B at H = 30 on its 20B Chinchilla tokens, within the fitted M <= 8: central = C + A·(M^G - 1)
+    percent ((N/1e9)^-d = 1), low = parity (0, or the central value when that is below it), high =
+    central + 2 x 0.0922 points; the steeper +2σ exponent only enters past 8 replicas. Each end's
+    token factor is (1 + p·L(N, D)·D^0.28/410.7)^(1/0.28), capped at M replicas."""
+    n, d = 1e9, 2e10
+    central = (q.FIT_C + q.FIT_A * (replicas**q.FIT_G - 1)) / 100
+    high = central + 2 * 0.0922 / 100
+    low = min(central, 0.0)
+    band = q.diloco_token_factor(replicas, 30, n, worker_batch_tokens=2**17)
+    assert band.loss_penalty == pytest.approx((low, central, high), rel=1e-12, abs=1e-15)
+
+    def factor(p: float) -> float:
+        f = (1 + p * chinchilla(n, d) / (410.7 / d**0.28)) ** (1 / 0.28)
+        return f if replicas == 1 else min(replicas, f)
+
+    assert (band.low, band.central, band.high) == pytest.approx((factor(low), factor(central), factor(high)), rel=1e-12)
