@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from bench.errors import FlopwattError
 from bench.hardware import get_card
 from bench.projection import (
     Figure,
@@ -450,3 +451,69 @@ def test_a_pipeline_of_two_gpu_nodes_shares_its_activations_and_charges_both_car
     assert mem.logits == pytest.approx(4 * 512 * 32000, rel=1e-12)  # one chunk: 4096 / ceil(32000/4096) tokens
     wall = r.wall_clock_s or 0.0
     assert r.hardware_cost_usd == pytest.approx(39 * 2 * 1000 * wall / (4 * YEAR), rel=1e-12)
+
+
+def test_free_home_electricity_costs_only_the_hardware_and_a_negative_price_is_refused() -> None:
+    """$0/kWh at home (own solar) is a valid price: the 4 lab nodes' ddp run (125M on 1e9 tokens, the
+    step of the tests above) draws its energy as ever, pays nothing for it and still pays its cards,
+    4 x $1000 over 4 years of the wall clock. A cent below zero is refused with its one line."""
+    sc = scenario(M125, Swarm.uniform(lab_node(), 4), tokens=1e9, strategy="ddp", prices=Prices(home_usd_per_kwh=0.0))
+    (r,) = project(sc)
+    step = COMPUTE / 3 + max(2 * COMPUTE / 3, RING)
+    factor = (1 + BATCH / b_crit(125e6, 1e9)) / (1 + 0.5e6 / b_crit(125e6, 1e9))
+    wall = 1e9 * factor / BATCH * step
+    busy = 1e9 * factor / BATCH * COMPUTE
+    joules = 4 * ((300 + 100) * busy + (60 + 40) * (wall - busy))
+    assert r.wall_clock_s == pytest.approx(wall, rel=1e-12)
+    assert r.energy_j == pytest.approx(joules, rel=1e-12)
+    assert r.co2_kg == pytest.approx(joules / 3.6e6 * 0.48, rel=1e-12)  # the default 480 g/kWh grid
+    assert r.energy_cost_usd == 0.0
+    assert r.hardware_cost_usd == pytest.approx(4 * 1000 * wall / (4 * YEAR), rel=1e-12)
+    assert r.cost_usd == pytest.approx(4 * 1000 * wall / (4 * YEAR), rel=1e-12)
+    with pytest.raises(FlopwattError, match=r"^home electricity price must be >= 0 and <= 10, got -0\.01$"):
+        scenario(M125, Swarm.uniform(lab_node(), 4), prices=Prices(home_usd_per_kwh=-0.01))
+
+
+def test_diloco_communication_is_the_outer_all_reduce_spread_over_h_by_hand() -> None:
+    """125M on the 4 lab nodes, H = 100, int8: the inner step is the node's compute alone (one
+    micro-batch, nothing to sync inside the node), the outer ring of 125M bytes takes
+    2·3/4·1e9 bit / 100 Mbit/s + 3 x 20 ms = 15.06 s, so each step carries 15.06 / 100 = 150.6 ms of it."""
+    r = diloco(M125, Swarm.uniform(lab_node(), 4), 1e10, settings=Settings(diloco_h=100, diloco_bits=8))
+    ring8 = 2 * 3 / 4 * 125e6 * 8 / 100e6 + 3 * 0.02
+    assert ring8 == pytest.approx(15.06, rel=1e-12)
+    assert r.compute_s == pytest.approx(COMPUTE, rel=1e-12)
+    assert r.comm_s == pytest.approx(0.1506, rel=1e-9)
+    assert r.step_s == pytest.approx(COMPUTE + 0.1506, rel=1e-12)
+
+
+def test_colocated_pipeline_sends_by_hand_with_a_fractional_batch_per_replica() -> None:
+    """Llama 2 13B with a single attention head (so no tensor parallelism) on 24 H100s: tp = pp = 1
+    needs 4N = 52 GB of weights and gradients + 12N/24 of ZeRO-1 Adam + 40 layers of 34·s·h, over
+    the 0.9 x 80 GiB usable; pp = 2 (20 layers, 2 micro-batches in flight) fits, dp = 24/2 = 12. Each
+    replica's 4M/12 = 333,333.3 tokens cross the stage boundary as s·h·2 bytes per sequence forward and
+    again back over the 400 Gb/s NIC per GPU (50 GB/s); the bf16 gradient ring of each stage's half of
+    2N bytes spans 3 servers: min(NVLink 450 GB/s, 8 x 50 GB/s) = 400 GB/s."""
+    n = 13e9
+    m = model_spec("13B", heads=1)
+    assert 4 * n + 12 * n / 24 + 34 * 4096 * 5120 * 40 > 0.9 * 80 * 2**30
+    r = colocated(m, get_card("h100"), 24, 1e10)
+    assert r.plan.startswith("tp=1 pp=2 dp=12, bf16, selective recompute")
+    per_replica = 4e6 / 12
+    sends = 2 * per_replica * 5120 * 2 / 50e9
+    ring = 2 * 11 / 12 * (2 * n / 2) / 400e9
+    assert sends == pytest.approx(0.1365333333333333, rel=1e-12)
+    assert r.comm_s == pytest.approx(sends + ring, rel=1e-12)
+    compute = 4e6 * (6 * n + 12 * 40 * 5120 * 4096) / (24 * 989.4e12 * 0.4)
+    assert r.compute_s == pytest.approx(compute, rel=1e-12)
+    assert r.step_s == pytest.approx(max(compute, sends + ring), rel=1e-12)
+
+
+def test_a_one_gpu_node_has_no_link_between_gpus_to_wait_for_in_a_pipeline() -> None:
+    """A pipeline stage on a one-GPU node gathers nothing from other GPUs: the 7B plan of the
+    24 GiB nodes above is the same whether the (absent) link between GPUs is 16 GB/s or 0."""
+    node = with_link(Node(**{**lab_node().__dict__, "memory_bytes": Figure(24 * 2**30, "t")}),
+                     uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    r = pipeline(model_spec("7B"), Swarm.uniform(node, 40), 1e10)
+    none = pipeline(model_spec("7B"), Swarm.uniform(Node(**{**node.__dict__, "intra_bw": Figure(0.0, "t")}), 40), 1e10)
+    assert r.feasible and none.feasible
+    assert (none.plan, none.step_s, none.compute_s, none.wall_clock_s) == (r.plan, r.step_s, r.compute_s, r.wall_clock_s)
