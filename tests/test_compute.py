@@ -10,6 +10,7 @@ about what a GPU does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -99,7 +100,7 @@ def test_a_broken_kernel_never_posts_a_figure(monkeypatch: pytest.MonkeyPatch) -
     assert result.measurements == []
     reasons = [u.reason for u in result.unavailable if u.dtype == "fp32"]
     assert len(reasons) == 6 and all(r.startswith("result check failed at (") for r in reasons)
-    assert all(r.endswith(": relative error 1.00e+00 > 1e-03") for r in reasons)
+    assert all(r.endswith(": relative error 1.00e+00 > 1e-04") for r in reasons)
 
 
 def test_an_error_in_one_dtype_costs_that_dtype_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,3 +404,93 @@ def test_relative_error_of_a_zero_reference_is_infinite() -> None:
     ops.step()
     ops.out[0].fill_(1.0)
     assert math.isinf(ops.relative_error())
+
+
+def to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """fp32 values rounded to nearest on a 10-bit mantissa, as TF32 tensor-core math takes them: half
+    the weight of the 13 dropped bits is added to the bit pattern, then they are cleared. (Truncating
+    instead gives ~7.6e-4 here rather than ~3e-4: still between the fp32 and tf32 tolerances.)"""
+    return ((x.view(torch.int32) + 0x1000) & -0x2000).view(torch.float32)
+
+
+def two_halves(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The same fp64 product summed in another order: the rounding a correct fp64 kernel adds."""
+    half = a.shape[1] // 2
+    return a[:, :half] @ b[:half] + a[:, half:] @ b[half:]
+
+
+Product = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Emulations, on the CPU, of the product a correct kernel of each dtype returns (written into the
+#: output, so rounded to its format: fp32, fp16, bf16, or bf16 for fp8).
+CORRECT: dict[str, Product] = {
+    "fp64": two_halves,
+    "fp32": lambda a, b: a.double() @ b.double(),
+    "tf32": lambda a, b: to_tf32(a).double() @ to_tf32(b).double(),
+    "fp16": lambda a, b: a.double() @ b.double(),
+    "bf16": lambda a, b: a.double() @ b.double(),
+    "fp8": lambda a, b: a.double() @ b.double(),
+}
+#: The next precision down, silently used in place of the dtype asked for.
+ONE_DOWN: dict[str, Product] = {
+    "fp64": lambda a, b: a.float().double() @ b.float().double(),
+    "fp32": CORRECT["tf32"],
+}
+
+
+def zero(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What a kernel that silently did nothing leaves."""
+    return torch.zeros(a.shape[0], b.shape[1])
+
+
+def sweep_64(monkeypatch: pytest.MonkeyPatch, dtype: str, product: Product) -> compute._SweepResult:
+    """The real sweep and check at one 64 shape, each step writing `product(a, b)` into the output.
+    (Run under `known_seconds`: the timing is fed; only the check is under test.)"""
+
+    def step(self: Operands) -> None:
+        i = self.turn % len(self.a)
+        self.turn += 1
+        self.out[i].copy_(product(self.a[i], self.b[i]))
+
+    monkeypatch.setattr(Operands, "step", step)
+    plan = MatmulPlan(sizes=[64], sweep_budget_s=10.0, blocks=3, block_s=0.01, sustained_s=0.3, sustain_all_dtypes=False)
+    return compute._sweep(DeviceTimer(CPU), CPU, dtype, plan, llc_bytes=None)
+
+
+@pytest.mark.usefixtures("known_seconds")
+@pytest.mark.parametrize("dtype", list(compute.CHECK_TOLERANCE))
+def test_every_dtypes_check_flags_an_all_zero_product(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    """A kernel that silently did nothing is off by exactly all of the reference: relative error 1."""
+    result = sweep_64(monkeypatch, dtype, zero)
+    assert result.best is None
+    tolerance = f"{compute.CHECK_TOLERANCE[dtype]:.0e}"
+    assert result.failures == [f"result check failed at (64, 64, 64): relative error 1.00e+00 > {tolerance}"] * len(
+        compute.backends(CPU, dtype)
+    )
+    assert [row["check_relative_error"] for row in result.rows] == [1.0] * len(result.rows)
+
+
+@pytest.mark.usefixtures("known_seconds")
+@pytest.mark.parametrize("dtype", list(compute.CHECK_TOLERANCE))
+def test_a_correct_product_at_each_precision_passes_well_inside_its_tolerance(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """Emulated on the CPU (the GPU kernels are not here): 10x or more below the tolerance, and for
+    the reduced precisions not 100x below (a tolerance that loose would pass a kernel gone bad)."""
+    result = sweep_64(monkeypatch, dtype, CORRECT[dtype])
+    tolerance = compute.CHECK_TOLERANCE[dtype]
+    assert result.failures == [] and result.best is not None
+    errors = [row["check_relative_error"] for row in result.rows]
+    assert all(error < tolerance / 10 for error in errors)
+    if dtype in ("tf32", "fp16", "bf16", "fp8"):
+        assert all(error > tolerance / 100 for error in errors)
+
+
+@pytest.mark.usefixtures("known_seconds")
+@pytest.mark.parametrize("dtype", list(ONE_DOWN))
+def test_a_product_computed_one_precision_down_fails_the_check(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    """fp64 done on fp32 operands, fp32 done in TF32 tensor-core math (emulated): the figure would be
+    the faster format's, so no figure is posted."""
+    result = sweep_64(monkeypatch, dtype, ONE_DOWN[dtype])
+    assert result.best is None and len(result.failures) == 2  # torch's BLAS and numpy's
+    assert all(row["check_relative_error"] > compute.CHECK_TOLERANCE[dtype] for row in result.rows)
