@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
@@ -494,3 +495,79 @@ def test_a_product_computed_one_precision_down_fails_the_check(monkeypatch: pyte
     result = sweep_64(monkeypatch, dtype, ONE_DOWN[dtype])
     assert result.best is None and len(result.failures) == 2  # torch's BLAS and numpy's
     assert all(row["check_relative_error"] > compute.CHECK_TOLERANCE[dtype] for row in result.rows)
+
+
+def test_the_reference_check_reserves_two_64_mib_chunks_not_a_float64_copy_of_b() -> None:
+    """At the GPU ladder's largest shape (16384, bf16, one set) a float64 copy of B would be 2 GiB; the
+    check takes 64 MiB of it at a time (512 columns of 16384) and reserves room for two such chunks."""
+    # operands 3 x 2 B x 16384^2 = 1,610,612,736; A's check rows 8 x 16 x 16384 = 2,097,152;
+    # two chunks 2 x 64 x 2^20 = 134,217,728
+    assert compute.operand_bytes(16384, 16384, 16384, "bf16", sets=1) == 1_746_927_616
+
+
+@pytest.mark.parametrize("major", [7, 8])
+def test_cuda_gates_read_the_kind_by_value(monkeypatch: pytest.MonkeyPatch, major: int) -> None:
+    """A kind built at run time (split from a string, read from a stored run) is not the interned
+    literal, and must get the CUDA capability gates, not ROCm's bf16 question (capability fed)."""
+    kind = "rocm,cuda".split(",")[1]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    dtypes, skipped = compute.supported_dtypes(torch.device("cuda", 0), kind)
+    assert dtypes == (["fp64", "fp32", "fp16"] if major == 7 else ["fp64", "fp32", "tf32", "fp16", "bf16"])
+    assert [u.dtype for u in skipped] == (["tf32", "bf16", "fp8"] if major == 7 else ["fp8"])
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_progress_moves_by_dtype_and_by_half_a_dtype_for_its_sustained_window() -> None:
+    seen: list[tuple[str, float]] = []
+    plan = replace(SMALL, sizes=[64], sustain_all_dtypes=True)
+    measure_matmul("cpu", "cpu", quick=True, dtypes=["fp64", "fp32", "bf16"], plan=plan,
+                   progress=lambda step, fraction: seen.append((step, fraction)))  # fmt: skip
+    assert seen == [
+        ("matmul fp64 on cpu: sweeping shapes", 0.0),
+        ("matmul fp64 on cpu: sustained 0 s", 1 / 6),
+        ("matmul fp32 on cpu: sweeping shapes", 1 / 3),
+        ("matmul fp32 on cpu: sustained 0 s", 1 / 2),
+        ("matmul bf16 on cpu: sweeping shapes", 2 / 3),
+        ("matmul bf16 on cpu: sustained 0 s", 5 / 6),
+        ("matmul on cpu: done", 1.0),
+    ]
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_a_product_gone_wrong_in_the_sustained_window_posts_no_sustained_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The burst passed its check; the last product of the sustained window is zeros (injected)."""
+
+    def zeroed_window(self: DeviceTimer, fn, *, window_s: float, **_: object) -> Timing:  # type: ignore[no-untyped-def]
+        fn()
+        ops = fn.__self__
+        ops.out[(ops.turn - 1) % len(ops.a)].zero_()
+        return Timing([WINDOW_SECONDS] * 5, calls_per_block=3, warmup_calls=1, elapsed_s=window_s)
+
+    monkeypatch.setattr(DeviceTimer, "measure_window", zeroed_window)
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], plan=SMALL)
+    assert [(m.variant, m.params["m"], m.value) for m in result.measurements] == [("burst", 128, 4_194_304_000.0)]
+    assert [(u.dtype, u.reason) for u in result.unavailable] == [
+        ("fp32", "result check failed at (128, 128, 128): relative error 1.00e+00 > 1e-04")
+    ]
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_a_shape_that_fails_its_check_is_never_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    """128 is the fastest shape of `known_seconds` but its products are zeros (injected): the figure is
+    the next best, 64 (2 x 64^3 FLOP in 1 ms = 524,288,000 FLOP/s; 256 gives 335,544,320), and 128's
+    failures are on record for both BLAS."""
+    real_step = Operands.step
+
+    def step(self: Operands) -> None:
+        real_step(self)
+        if self.a[0].shape[0] == 128:
+            self.out[(self.turn - 1) % len(self.a)].zero_()
+
+    monkeypatch.setattr(Operands, "step", step)
+    result = measure_matmul("cpu", "cpu", quick=True, dtypes=["fp32"], plan=SMALL)
+    burst = next(m for m in result.measurements if m.variant == "burst")
+    assert (burst.params["m"], burst.value) == (64, 524_288_000.0)
+    assert [u.reason for u in result.unavailable] == [
+        "result check failed at (128, 128, 128): relative error 1.00e+00 > 1e-04"
+    ] * 2
