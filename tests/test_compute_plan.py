@@ -172,3 +172,33 @@ def test_plans_per_device_and_mode() -> None:
             # the floor of every shape (warm-up and blocks of a fast call) fits the budget
             assert len(p.sizes) * blas * p.shape_s(0.0) <= p.sweep_budget_s
         assert set(quick.sizes) <= set(full.sizes)
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "blocks"),
+    [
+        # a third of 15 units is 5: five one-call blocks reach it exactly, and the loop stops
+        (15 * UNIT, 5),
+        # a third of 0.75 s is 0.25 s = 341.33 units: block 342 is the first at or past it
+        (0.75, 342),
+    ],
+)
+def test_each_shape_times_blocks_for_at_most_a_third_of_the_sweep_budget(
+    clock: WorkClock, budget_s: float, blocks: int
+) -> None:
+    """One 64 shape, 400 blocks allowed: DeviceTimer.measure stops at a third of the sweep budget."""
+    one_shape = MatmulPlan(sizes=[64], sweep_budget_s=budget_s, blocks=400, block_s=2.0**-12, sustained_s=1.0,
+                           sustain_all_dtypes=False, warmup_s=0.0)  # fmt: skip
+    result = sweep(clock, one_shape)
+    assert result.best is not None and result.best.timing.seconds_per_call == [UNIT] * blocks
+    assert clock.now == 2 * (2 + blocks) * UNIT  # two BLAS, each two warm-up calls and its blocks
+
+
+def test_no_shape_at_all_names_the_smallest_size(monkeypatch: pytest.MonkeyPatch, clock: WorkClock) -> None:
+    """Not even 64 fits (the host has nothing available): 2 x 3 x 4 x 64^2 + 8 x 16 x 64 + 2 x 64 MiB
+    = 134,324,224 B would be needed."""
+    monkeypatch.setattr(compute.psutil, "virtual_memory", lambda: SimpleNamespace(available=0))
+    result = sweep(clock, plan(10.0))
+    assert (result.best, result.rows) == (None, [])
+    assert result.stopped == "sizes from 64 skipped: 0.13 GB of operands would not fit in memory"
+    assert result.failures == ["no shape fits the time budget or memory (smallest tried 64)"]
