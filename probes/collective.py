@@ -150,9 +150,9 @@ def local_address(rv: Rendezvous, *, probe: str = PROBE) -> str:
     """
     try:
         family, _, _, _, address = socket.getaddrinfo(rv.host, rv.port, type=socket.SOCK_DGRAM)[0]
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(address)
-            return str(probe.getsockname()[0])
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect(address)
+            return str(udp.getsockname()[0])
     except OSError as exc:
         raise ProbeError(f"{probe}: no route from rank {rv.rank} to master {rv.master}: {exc.strerror or exc}") from exc
 

@@ -365,3 +365,57 @@ def test_busbw_over_a_shaped_uplink_follows_the_nccl_tests_formula(world: int) -
     assert large.params["algbw_B_s"] == pytest.approx(goodput * world / (2 * (world - 1)), rel=0.15)
     (latency,) = [m for m in result.measurements if m.metric == "allreduce_latency"]
     assert latency.params["bytes"] == 1024 and 0 < latency.value < 0.1
+
+
+@pytest.mark.parametrize(("probe", "word"), [({}, "collective"), ({"probe": "swarm"}, "swarm")])
+def test_a_master_the_route_refuses_is_named_with_the_probes_word(probe: dict[str, str], word: str) -> None:
+    """The error of the UDP connect itself (here a real one: Linux refuses a connect to the broadcast
+    address without SO_BROADCAST; a machine without a default route fails there too) is worded for the
+    probe, not for the socket that was open when it came."""
+    rv = Rendezvous(rank=1, world=2, host="255.255.255.255", port=29500)
+    with pytest.raises(ProbeError) as err:
+        collective.local_address(rv, **probe)
+    assert str(err.value) == f"{word}: no route from rank 1 to master 255.255.255.255:29500: Permission denied"
+
+
+def test_an_error_gist_is_at_most_200_characters() -> None:
+    one_sentence = RuntimeError("Connection reset by peer " + "x" * 300)
+    assert collective.error_gist(one_sentence) == "Connection reset by peer " + "x" * 175
+
+
+class Joined(Exception):
+    """Raised where the ranks would meet: the checks before it passed."""
+
+
+def test_nccl_with_cuda_tensors_and_nccl_passes_the_backend_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validation logic only (no NCCL, no GPU here): with NCCL reported available, nccl on cuda:0
+    goes on to the rendezvous, where a stand-in stops it, hosting the store as rank 0."""
+    joined: list[bool] = []
+
+    def join_store(rv: Rendezvous, timeout_s: float, *, hosts: bool) -> None:
+        joined.append(hosts)
+        raise Joined
+
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    monkeypatch.setattr(collective, "join_store", join_store)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    with pytest.raises(Joined):
+        measure_collective(rank=0, world=2, master="127.0.0.1:1", device="cuda:0", backend="nccl")
+    assert joined == [True]
+
+
+@pytest.mark.parametrize(("device", "gloo", "refused"), [("cpu", False, True), ("cuda:0", True, True), ("cpu", True, False)])
+def test_gloo_needs_cpu_tensors_and_gloo(monkeypatch: pytest.MonkeyPatch, device: str, gloo: bool, refused: bool) -> None:
+    """gloo's availability is fed (this torch has it): refused without it or on CUDA tensors, else on to
+    the rendezvous."""
+
+    def join_store(*_: object, **__: object) -> None:
+        raise Joined
+
+    monkeypatch.setattr(dist, "is_gloo_available", lambda: gloo)
+    monkeypatch.setattr(collective, "join_store", join_store)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    expected = pytest.raises(ProbeError, match=r"^collective: gloo here runs on CPU tensors \(this torch must be built with gloo\)$")
+    with expected if refused else pytest.raises(Joined):
+        measure_collective(rank=0, world=2, master="127.0.0.1:1", device=device, backend="gloo")
