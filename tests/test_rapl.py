@@ -186,6 +186,39 @@ def test_reader_polls_catch_more_than_one_wrap_range_per_window(tmp_path: Path) 
     assert result.energy.watts_peak == pytest.approx(280, abs=1e-6)
 
 
+def energy_uj(zone: RaplZone) -> int:
+    """The counter as the kernel shows it now."""
+    return int((zone.path / "energy_uj").read_text())
+
+
+def test_an_interval_of_exactly_a_tenth_of_a_second_counts_towards_the_peak(tmp_path: Path) -> None:
+    """Intervals of 0.1 s and more give the peak; shorter ones are too noisy. Both sides of 0.1 s."""
+    pkg = package(tmp_path, esu=HASWELL_ESU)
+    clock = ReplayClock()
+    meter = rapl(tmp_path, clock)
+
+    meter.begin_window()  # at 0 s
+    start_uj = energy_uj(pkg)
+    pkg.add_joules(30)  # 300 W for exactly 0.1 s ...
+    clock.advance(0.1)
+    meter.poll()
+    burst_uj = energy_uj(pkg)
+    pkg.add_joules(9)  # ... then 10 W for 0.9 s
+    clock.advance(0.9)
+    result = meter.end_window()
+    assert result.energy.watts_peak == pytest.approx((burst_uj - start_uj) / 1e6 / 0.1, rel=1e-12)
+
+    meter.begin_window()  # at 1 s
+    pkg.add_joules(30)  # 30 J in 3/32 s, just under 0.1 s: left out of the peak
+    clock.advance(0.09375)
+    meter.poll()
+    burst_uj = energy_uj(pkg)
+    pkg.add_joules(9)
+    clock.advance(0.90625)
+    result = meter.end_window()
+    assert result.energy.watts_peak == pytest.approx((energy_uj(pkg) - burst_uj) / 1e6 / 0.90625, rel=1e-12)
+
+
 def test_the_reader_polls_four_times_per_shortest_possible_wrap(tmp_path: Path) -> None:
     zone = package(tmp_path, esu=21)  # a 2048 J range: 2.048 s at the 1000 W ceiling
     assert zone.max_energy_range_uj == 2_047_999_999
@@ -235,6 +268,42 @@ def test_an_impossible_jump_is_rejected_not_reported(tmp_path: Path) -> None:
     added = pkg.add_joules(100)
     clock.advance(1.0)
     assert meter.end_window().energy.joules == pytest.approx(added, abs=READ_UJ)
+
+
+def test_a_window_reports_its_first_failure_and_reads_nothing_after_it(tmp_path: Path) -> None:
+    pkg = package(tmp_path, raw=10**9)
+    counter_reads: list[Path] = []
+
+    def read_text(path: Path) -> str:
+        if path.name == "energy_uj":
+            counter_reads.append(path)
+        return path.read_text()
+
+    clock = ReplayClock()
+    meter = rapl(tmp_path, clock, read_text=read_text)
+    meter.begin_window()
+    pkg.add_joules(50_000)  # 50 kW: rejected at the first poll ...
+    clock.advance(1.0)
+    meter.poll()
+    reads = len(counter_reads)
+    pkg.add_joules(20_000)  # ... and a later jump neither read nor put in its place
+    clock.advance(1.0)
+    meter.poll()
+    result = meter.end_window()
+    assert len(counter_reads) == reads
+    assert result.energy.unavailable_reason == (
+        "cpu: RAPL package-0 counter jumped 50000.0 J in 1.000 s, "
+        "more than a package can draw (1000 W); the window is rejected"
+    )
+
+    # A poll between windows (a reader thread's late wake-up) reads no counter either.
+    meter.begin_window()
+    pkg.add_joules(5)
+    clock.advance(1.0)
+    assert meter.end_window().measured
+    reads = len(counter_reads)
+    meter.poll()
+    assert len(counter_reads) == reads
 
 
 def test_counter_going_backwards_without_a_wrap_point_is_rejected(tmp_path: Path) -> None:
