@@ -525,6 +525,22 @@ def test_repeat_until_measured_gives_up_once_its_budget_is_spent(tmp_path: Path)
     assert seen == [1, 2, 4, 8, 16, 32, 64]
 
 
+def test_the_next_window_is_sized_from_the_time_per_repetition(tmp_path: Path) -> None:
+    pkg = package(tmp_path)
+    clock = ReplayClock()
+    seen: list[int] = []
+
+    def work(repetitions: int) -> None:
+        seen.append(repetitions)
+        clock.advance(0.125 * repetitions)
+        pkg.add_joules(4.0 * repetitions)
+
+    run = repeat_until_measured(rapl(tmp_path, clock), work, repetitions=2)
+    # 2 repetitions take 0.25 s: 0.125 s each, so 1.2 x 1 s needs ceil(9.6) = 10 of them.
+    assert seen == [2, 10]
+    assert run.repetitions == 10 and run.result.measured and run.result.seconds == 1.25
+
+
 def test_work_that_takes_no_measurable_time_is_grown_not_divided_by_zero(tmp_path: Path) -> None:
     pkg = package(tmp_path)
     clock = ReplayClock()
