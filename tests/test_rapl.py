@@ -425,6 +425,37 @@ def test_an_estimate_over_which_no_cpu_time_passed_is_no_load() -> None:
     assert energy.telemetry["cpu_load"] == 0.0 and energy.joules == 0.0
 
 
+def test_an_estimate_over_one_second_of_cpu_time_has_its_load() -> None:
+    """cpu_times are seconds summed over the CPUs: a 1 s window on a one-CPU VM is 1 s of them."""
+    snapshots = iter(
+        [
+            Times(100.0, 0, 50.0, 800.0, 50.0, 0, 0, 0, 0, 0),  # construction
+            Times(100.0, 0, 50.0, 800.0, 50.0, 0, 0, 0, 0, 0),  # window start
+            Times(100.25, 0, 50.125, 800.5, 50.125, 0, 0, 0, 0, 0),  # 0.375 s busy of 1 s
+        ]
+    )
+    clock = ReplayClock()
+    meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: next(snapshots), clock=clock)
+    meter.begin_window()
+    clock.advance(1.0)
+    energy = meter.end_window().energy
+    assert energy.telemetry["cpu_load"] == 0.375
+    assert energy.joules == 65.0 * 0.375 * 1.0
+
+
+def test_a_cpu_time_counter_that_went_backwards_is_left_out_of_the_load() -> None:
+    """Linux's steal time can jump backwards on a VM (psutil#1210, prometheus/node_exporter#742);
+    psutil's own cpu_percent ignores such a field (psutil#1214), and so does the estimate."""
+    before = Times(100.0, 0, 50.0, 800.0, 50.0, 0, 0, 900.0, 0, 0)
+    after = Times(100.25, 0, 50.125, 800.5, 50.125, 0, 0, 400.0, 0, 0)  # steal 500 s back
+    snapshots = iter([before, before, after])
+    clock = ReplayClock()
+    meter = EstimatedCpuMeter(65.0, "no RAPL here", cpu_times=lambda: next(snapshots), clock=clock)
+    meter.begin_window()
+    clock.advance(1.0)
+    assert meter.end_window().energy.telemetry["cpu_load"] == 0.375  # 0.375 s busy of 1 s
+
+
 def test_the_live_estimate_reads_tdp_times_the_load_since_the_last_reading() -> None:
     snapshots = iter(
         [

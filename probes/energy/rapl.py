@@ -270,12 +270,17 @@ def _cpu_clock_hz() -> float | None:
 
 
 def _busy_fraction(before: Any, after: Any) -> float:
-    """Share of CPU time spent busy between two psutil.cpu_times() snapshots (0..1)."""
+    """Share of CPU time spent busy between two psutil.cpu_times() snapshots (0..1).
+
+    A field that went backwards (Linux's steal time can, on VMs: psutil#1210) is left out, as
+    psutil's own cpu_percent does (psutil#1214), instead of cancelling the time the others counted.
+    """
     # guest time is already counted in user time on Linux; counting it twice would inflate the load.
     fields = [f for f in before._fields if f not in ("guest", "guest_nice")]
-    total = sum(getattr(after, f) - getattr(before, f) for f in fields)
-    idle = sum(getattr(after, f) - getattr(before, f) for f in fields if f in ("idle", "iowait"))
-    return min(1.0, max(0.0, (total - idle) / total)) if total > 0 else 0.0
+    deltas = {f: max(0.0, getattr(after, f) - getattr(before, f)) for f in fields}
+    idle = sum(deltas[f] for f in fields if f in ("idle", "iowait"))
+    busy = sum(deltas[f] for f in fields if f not in ("idle", "iowait"))
+    return busy / (busy + idle) if busy + idle > 0 else 0.0
 
 
 class EstimatedCpuMeter(EnergyMeter):
