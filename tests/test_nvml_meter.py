@@ -257,6 +257,20 @@ def test_power_failing_mid_window_costs_the_peak_not_the_counter_energy() -> Non
     assert "return code 3" in result.energy.telemetry["unavailable"]["power"]
 
 
+def test_a_counter_card_without_any_power_reading_still_measures_energy() -> None:
+    """Only a card with neither counter nor power has no energy: the counter alone is enough."""
+    nvml, clock = replay("rtx2080_driver440", not_supported=("nvmlDeviceGetPowerUsage",))
+    meter = open_meter(nvml, clock)
+    assert meter.method == "nvml-counter" and meter.power_source is None
+    energy = run_window(meter, clock, 5.0).energy
+
+    # As with its power readings: 25 tenths at each of the two recorded draws.
+    assert energy.method == "nvml-counter" and energy.joules == pytest.approx(851.2, abs=0.001)
+    assert energy.watts_peak is None and energy.telemetry["power_samples"] == 0
+    assert "Not Supported" in energy.telemetry["unavailable"]["power"]
+    assert meter.read().power_w is None
+
+
 def test_a_passing_power_error_skips_one_sample_and_keeps_the_source() -> None:
     nvml, clock = replay("h100_pcie_fp8_burst", failing={"NVML_FI_DEV_POWER_INSTANT": (pynvml.NVMLError_Unknown, 5.95)})
     meter = open_meter(nvml, clock)
