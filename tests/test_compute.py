@@ -10,6 +10,7 @@ about what a GPU does.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -209,6 +210,18 @@ def test_fp8_products_reuse_their_scales_and_write_into_their_output(monkeypatch
     assert ops.relative_error() < compute.CHECK_TOLERANCE["fp8"]
 
 
+def test_fp8_operands_read_the_dtype_by_value() -> None:
+    """A dtype name built at run time (measure_matmul's `dtypes` is the caller's list: split from text,
+    read from a stored run) is not the interned literal, and must still get the unit scale _scaled_mm
+    takes (torch 2.13 runs FP8 on the CPU, so the product is real)."""
+    fp8 = "fp32,fp8".split(",")[1]
+    ops = Operands.random(64, 48, 32, fp8, CPU, sets=2)
+    assert ops.scale is not None and torch.equal(ops.scale, torch.ones(()))
+    assert all(a.dtype == torch.float8_e4m3fn for a in ops.a)
+    ops.step()
+    assert ops.relative_error() < compute.CHECK_TOLERANCE["fp8"]
+
+
 def test_fp8_is_gated_on_the_torch_version_and_a_trial_product() -> None:
     def square() -> torch.Tensor:
         return torch.zeros(16, 16)
@@ -392,6 +405,30 @@ def test_cpu_sweeps_both_blas_libraries_and_records_the_winner() -> None:
     assert burst.params["backend_library"].startswith(winner["backend"])
     assert burst.value == winner["median_flops"]
     assert all(r["check_relative_error"] < compute.CHECK_TOLERANCE["fp64"] for r in rows)
+
+
+@pytest.mark.parametrize(("blas", "named"), [("openblas", "openblas"), ("", "BLAS unknown")])
+def test_torchs_library_names_its_blas_or_says_it_is_unknown(monkeypatch: pytest.MonkeyPatch, blas: str, named: str) -> None:
+    """What torch_blas reads from the build config is fed; "" is its answer for a config without BLAS_INFO."""
+    monkeypatch.setattr(compute, "torch_blas", lambda: blas)
+    assert compute.backend_library("torch") == f"torch {torch.__version__} ({named})"
+
+
+def test_torchs_library_is_the_blas_of_its_build_config() -> None:
+    """This torch's own BLAS_INFO, read here with a pattern of the test's own (mkl on this x86 build)."""
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    assert blas is not None
+    assert compute.backend_library("torch") == f"torch {torch.__version__} ({blas[1]})"
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_cpu_figures_record_torchs_threads_for_a_kind_read_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind built at run time (measure_matmul is called with the caller's text) is not the interned
+    literal, and a CPU's figures must still carry torch's thread count (fed: 3, not this machine's)."""
+    kind = "cuda,cpu".split(",")[1]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    result = measure_matmul("cpu", kind, quick=True, dtypes=["fp32"], plan=replace(SMALL, sizes=[64]))
+    assert [(m.variant, m.params["threads"]) for m in result.measurements] == [("burst", 3), ("sustained", 3)]
 
 
 def test_bf16_stays_on_torch() -> None:
