@@ -9,6 +9,7 @@ products themselves are real and small (64 to 256). Host memory is a fed number.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +24,7 @@ CPU = torch.device("cpu")
 
 #: Seconds of the fake clock per call: 3/4096 s at 64, growing with the FLOP count (x8 per doubling).
 UNIT = 3 * 2.0**-12
-CALL_S = {64: UNIT, 128: 8 * UNIT, 256: 64 * UNIT}
+CALL_S = {64: UNIT, 96: 27 / 8 * UNIT, 128: 8 * UNIT, 256: 64 * UNIT}  # 96 is 1.5 x 64: 1.5^3 = 27/8
 
 
 class WorkClock:
@@ -102,6 +103,32 @@ def test_the_windows_cap_stops_at_the_first_call_predicted_past_it(
     result = sweep(clock, plan(10.0, max_call_s=max_call_s))
     assert swept(result) == [(size, blas) for size in sizes for blas in ("torch", "numpy")]
     assert result.stopped == stopped + " a Windows display driver allows before it resets the GPU (TDR)"
+
+
+# A size that is not a multiple of the last (the CPU ladder goes 1024 to 1536, the GPU's 2048 to 3072
+# and 8192 to 10240) is predicted at the cube of the ratio: a 96 call after 64's at 1.5^3 = 27/8 units,
+# 0.00247 s. The 96 shape then costs, per BLAS, two warm-up calls and three one-call blocks: 5 x 27/8,
+# twice; with 64's 10 units spent, 10 + 33.75 = 43.75 units = 0.0320434... s.
+AFTER_96_S = 43.75 * UNIT
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "max_call_s", "sizes", "stopped"),
+    [
+        (0.032, None, [64], "sizes from 96 skipped: they would overrun the 0.032 s sweep budget"),
+        (0.0321, None, [64, 96], None),
+        (10.0, 0.002, [64], "sizes from 96 skipped: one call would take about 0.0025 s, over the 0.002 s a Windows "
+                            "display driver allows before it resets the GPU (TDR)"),
+    ],
+)
+def test_a_size_between_multiples_is_predicted_at_the_cube_of_its_ratio(
+    clock: WorkClock, budget_s: float, max_call_s: float | None, sizes: list[int], stopped: str | None
+) -> None:
+    assert 0.032 < AFTER_96_S < 0.0321
+    result = sweep(clock, replace(plan(budget_s, max_call_s=max_call_s), sizes=[64, 96]))
+    assert swept(result) == [(size, blas) for size in sizes for blas in ("torch", "numpy")]
+    assert result.stopped == stopped
+    assert clock.now == (AFTER_96_S if 96 in sizes else 10 * UNIT)  # the prediction was exact
 
 
 def test_a_shape_that_does_not_fit_a_quarter_of_host_memory_ends_the_sweep(
