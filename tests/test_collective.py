@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import torch
@@ -178,6 +179,27 @@ def test_ranks_that_met_but_cannot_connect_say_so(monkeypatch: pytest.MonkeyPatc
                               "Connection refused")
 
 
+def test_a_backend_read_from_text_takes_the_gloo_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """measure_collective's backend is its caller's string: RANK_SCRIPT below reads it from JSON on argv,
+    which is not the interned literal, and it must still make a gloo group. gloo's group is a stand-in
+    that records how it was made (a real one would wait for a peer)."""
+    made: list[tuple[object, int, int, timedelta]] = []
+
+    class RecordingGloo:
+        _Options = dist.ProcessGroupGloo._Options
+        create_device = dist.ProcessGroupGloo.create_device
+
+        def __init__(self, store: object, rank: int, world: int, options: dist.ProcessGroupGloo._Options) -> None:
+            made.append((store, rank, world, options._timeout))
+
+    monkeypatch.setattr(dist, "ProcessGroupGloo", RecordingGloo)
+    store = dist.HashStore()
+    rv = Rendezvous(rank=1, world=2, host="127.0.0.1", port=29500)
+    group = collective._process_group(store, rv, json.loads('"gloo"'), torch.device("cpu"), 5.0)
+    assert isinstance(group, RecordingGloo)
+    assert made == [(store, 1, 2, timedelta(seconds=5))]
+
+
 def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
     assert rank_device("cuda:0", {"LOCAL_RANK": "3"}) == torch.device("cuda", 3)
     assert rank_device("cuda", {"LOCAL_RANK": "1"}) == torch.device("cuda", 1)
@@ -187,19 +209,24 @@ def test_under_torchrun_each_local_rank_takes_its_own_gpu() -> None:
     assert rank_device("mps", {"LOCAL_RANK": "1"}) == torch.device("mps")  # one Apple GPU, whatever the rank
 
 
-def test_without_nccl_a_gpu_rank_all_reduces_cpu_tensors_over_gloo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows' torch has no NCCL: the probe still runs, on CPU tensors, and says so."""
+@pytest.mark.parametrize(("device", "note"), [("cuda:0", collective.NO_NCCL), ("cpu", None)])
+def test_without_nccl_a_gpu_rank_all_reduces_cpu_tensors_over_gloo(
+    monkeypatch: pytest.MonkeyPatch, device: str, note: str | None
+) -> None:
+    """Windows' torch has no NCCL (fed here): a GPU rank still runs, on CPU tensors, and says so; a CPU
+    rank, which never needed NCCL, runs the same way and is told nothing."""
     monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     master = f"127.0.0.1:{_free_loopback_port()}"
-    options = {"world": 2, "master": master, "device": "cuda:0", "sizes": [1024], "timeout_s": 30}
+    options = {"world": 2, "master": master, "device": device, "sizes": [1024], "timeout_s": 30}
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(measure_collective, rank=1, **options)
         result = measure_collective(rank=0, **options)
         assert other.result().measurements == []
+    assert [m.metric for m in result.measurements] == ["allreduce_busbw", "allreduce_latency"]
     assert {m.device for m in result.measurements} == {"cpu"}
     assert {m.params["backend"] for m in result.measurements} == {"gloo"}
-    assert {m.params["backend_note"] for m in result.measurements} == {collective.NO_NCCL}
+    assert {m.params.get("backend_note") for m in result.measurements} == {note}
 
 
 def _two_ranks_on_loopback(**options: object) -> ProbeResult:
