@@ -719,3 +719,54 @@ def test_plans_say_one_micro_batch_and_the_outer_syncs_once() -> None:
     low = diloco(model_spec("1B"), nodes, 24.8e9)
     assert f", {low.outer_syncs:,.1f} outer syncs, " in low.plan
     assert not any("outer syncs" in note for note in low.notes)
+
+
+def test_a_nodes_idle_power_is_its_own_idle_figure_not_a_collective_figure_on_the_same_device() -> None:
+    """The collective probe records its all-reduce figures on the GPU the rank used (device cuda:0),
+    and a stored run may list them before the idle power: the node still idles at the 25 W measured,
+    not at an all-reduce's bus bandwidth or latency."""
+    doc = run_doc()
+    doc["measurements"][-1:-1] = [
+        {"metric": "allreduce_busbw", "value": 9.5e9, "device": "cuda:0", "params": {"bytes": 2**26}, "energy": None},
+        {"metric": "allreduce_latency", "value": 2.1e-5, "device": "cuda:0", "params": {"bytes": 4}, "energy": None},
+    ]
+    assert doc["measurements"][-1]["metric"] == "idle_power"
+    node = node_from_run(doc)
+    assert node.idle_watts.value == 25.0 and node.idle_watts.source == "measured in run 3f2a9c0d: idle_power"
+
+
+def test_presets_carry_their_published_parameter_counts_and_batches() -> None:
+    """Parameters and global batch tokens per preset, as docs/projection.md and each source give them:
+    GPT-3 Small 125M at 0.5M tokens (Table 2.1); Llama 3.2 1B and 3B at 1.24B and 3.21B (model card;
+    batches 1M and 2M assumed, the card gives none); Llama 2 7B, 13B and 70B at 6.74B, 13.0B and
+    69.0B with 4M tokens (Table 1); Llama 3.1 405B at 16M tokens (Herd of Models, Table 3)."""
+    published = {"125M": (125e6, 0.5e6), "1B": (1.24e9, 1e6), "3B": (3.21e9, 2e6), "7B": (6.74e9, 4e6),
+                 "13B": (13.0e9, 4e6), "70B": (69.0e9, 4e6), "405B": (405e9, 16e6)}
+    assert {k: (p.params, p.batch_tokens) for k, p in PRESETS.items()} == published
+
+
+def test_a_datacenter_node_buys_its_server_at_half_its_gpus_price() -> None:
+    """Eight H100s at the card table's $30,000 launch price: the server beyond them is assumed at half
+    the GPUs' price, 8 x 30,000 / 2 = $120,000 (docs/projection.md, "Whole-machine power")."""
+    node = node_from_card(get_card("h100"), gpus=8)
+    assert node.host_price_usd is not None
+    assert node.host_price_usd.value == 8 * 30_000 * 0.5
+    assert node.host_price_usd.source == "assumed: server at half the GPUs' price"
+
+
+def test_a_datacenter_of_up_to_ten_million_gpus() -> None:
+    r = colocated(model_spec("125M"), get_card("h100"), 10_000_000, 1e12)
+    assert r.gpus == 10_000_000
+    with pytest.raises(FlopwattError, match="^gpus must be >= 1 and <= 1e\\+07, got 10000001$"):
+        colocated(model_spec("125M"), get_card("h100"), 10_000_001, 1e12)
+
+
+def test_a_global_batch_past_the_nominal_one_is_noted_with_its_token_factor() -> None:
+    """1B (nominal 1M tokens, 8192-token sequences) on 64 nodes: ceil(1e6 / (64 x 8192)) = 2 sequences
+    per node, a global batch of 64 x 16,384 = 1,048,576 tokens, past the nominal: DDP's notes say so
+    with the factor the projection applied."""
+    nodes = Swarm.uniform(with_link(home("rtx4090"), uplink_bps=50e6, downlink_bps=500e6), 64)
+    r = ddp(model_spec("1B"), nodes, 24.8e9)
+    assert r.effective_batch_tokens == 1_048_576 and r.token_factor > 1
+    assert (f"global batch 1,048,576 tokens, past the nominal 1,000,000 (critical batch "
+            f"{r.critical_batch_tokens:,.0f}): x{r.token_factor:.2f} tokens (McCandlish et al. 2018)") in r.notes
