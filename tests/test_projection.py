@@ -364,6 +364,23 @@ def test_node_from_run_training_mfu_only() -> None:
     assert node_from_run(doc).utilisation.value == pytest.approx(0.3 * 140e12 / 150e12)
 
 
+def test_node_from_run_takes_train_mfu_past_a_throughput_it_cannot_convert() -> None:
+    """A throughput whose params carry no model size (a hand-written or older document) gives no
+    model FLOP/s; the train_mfu after it, at 0.3 of a 140 TFLOP/s measured matmul, gives the share:
+    0.3 x 140 / 150 = 0.28 of the node's 150 TFLOP/s. The throughput is not read as an MFU (its
+    50,000 tokens/s x the 4090's 165.2 TFLOP/s bf16 peak would cap the share at 1)."""
+    doc = run_doc()
+    doc["measurements"] += [
+        {"metric": "train_tokens_per_s", "value": 50_000.0, "dtype": "bf16", "device": "cuda:0",
+         "params": {"tokens_per_step": 8192}, "energy": None},
+        {"metric": "train_mfu", "value": 0.3, "dtype": "bf16", "device": "cuda:0", "variant": "measured-matmul",
+         "params": {"matmul_flops": 140e12}, "energy": None},
+    ]
+    util = node_from_run(doc).utilisation
+    assert util.value == pytest.approx(0.28, rel=1e-12)
+    assert util.source == "measured in run 3f2a9c0d: train_mfu (measured-matmul) over matmul"
+
+
 def test_node_from_run_without_power_falls_back_to_datasheet_and_labels_it() -> None:
     doc = run_doc()
     for m in doc["measurements"]:

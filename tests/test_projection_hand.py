@@ -18,15 +18,19 @@ from bench.projection import (
     Swarm,
     claims,
     colocated,
+    datacenter_watts_per_gpu,
     ddp,
     diloco,
     model_spec,
+    node_from_card,
     pipeline,
     project,
     scenario,
     with_link,
+    with_power,
 )
 from bench.projection import strategies
+from bench.projection.nodes import default_fabric
 from bench.projection.pipeline import pipeline_schedule_s, stage_transfer_s
 from bench.projection.swarm import NodeGroup
 
@@ -517,3 +521,38 @@ def test_a_one_gpu_node_has_no_link_between_gpus_to_wait_for_in_a_pipeline() -> 
     none = pipeline(model_spec("7B"), Swarm.uniform(Node(**{**node.__dict__, "intra_bw": Figure(0.0, "t")}), 40), 1e10)
     assert r.feasible and none.feasible
     assert (none.plan, none.step_s, none.compute_s, none.wall_clock_s) == (r.plan, r.step_s, r.compute_s, r.wall_clock_s)
+
+
+
+@pytest.mark.parametrize(("gpus", "node_watts", "per_gpu"), [(2, 900.0, 450.0), (4, 1000.0, 250.0)])
+def test_a_whole_node_wall_reading_is_shared_between_its_gpus(gpus: int, node_watts: float, per_gpu: float) -> None:
+    """--node-watts is the wall reading of the whole node: each GPU gets its share, the host none."""
+    node = with_power(lab_node(gpus=gpus), node_watts=node_watts, node_idle_watts=node_watts / 5)
+    assert (node.watts.value, node.host_watts.value) == (per_gpu, 0.0)
+    assert (node.idle_watts.value, node.host_idle_watts.value) == (per_gpu / 5, 0.0)
+    assert (node.active_watts, node.waiting_watts) == (node_watts, node_watts / 5)
+    assert node.watts.source == "option --node-watts (the whole node, per GPU)"
+
+
+def test_the_datacenter_fabric_says_which_link_and_nic_it_assumed() -> None:
+    """DGX H100: NVLink 4 at 900 / 2 GB/s and 400 Gb/s NICs; DGX A100: 600 / 2 and 200 Gb/s; an L40S
+    server (no NVLink) on PCIe 4.0 x16 (31.5 GB/s) with the 200 Gb/s of a PCIe 4 server; a consumer
+    card on PCIe behind one 100 Gb/s NIC per server."""
+    source = {k: default_fabric(get_card(k)).source for k in ("h100", "a100", "l40s", "rtx4090")}
+    assert source == {
+        "h100": "DGX-style server: 8 GPUs, NVLink 450 GB/s per direction, 400 Gb/s NIC per GPU",
+        "a100": "DGX-style server: 8 GPUs, NVLink 300 GB/s per direction, 200 Gb/s NIC per GPU",
+        "l40s": "DGX-style server: 8 GPUs, PCIe 4.0 32 GB/s per direction, 200 Gb/s NIC per GPU",
+        "rtx4090": "assumed: 8 GPUs on PCIe 32 GB/s, one 100 Gb/s NIC per server",
+    }
+    assert default_fabric(get_card("l40s")).inter_bw == 200e9 / 8
+
+
+def test_a_datacenter_card_without_its_own_dgx_figure_takes_the_dgx_h100_ratio_by_hand() -> None:
+    """DGX H100: 10.2 kW for 8 GPUs of 700 W board power, 1,275 W per GPU, 1.82x its board power.
+    An L40S (350 W) in such a server: 350 x 1,275 / 700 = 637.5 W; its host share 637.5 - 350."""
+    server = datacenter_watts_per_gpu(get_card("l40s"))
+    assert server.value == pytest.approx(637.5, rel=1e-12)
+    assert server.source == "assumed: board power x 1.82, DGX H100's server-to-GPU power ratio"
+    node = node_from_card(get_card("l40s"), gpus=2)
+    assert node.host_watts.value == pytest.approx(2 * (637.5 - 350), rel=1e-12)

@@ -231,7 +231,8 @@ def default_fabric(card: Card) -> Fabric:
     intra = card.nvlink_bandwidth / 2 if card.nvlink_bandwidth else card.pcie.bandwidth
     if card.datacenter:
         nic_bits_per_gpu = 400e9 if card.pcie.generation >= 5 else 200e9
-        src = f"DGX-style server: 8 GPUs, NVLink {intra / 1e9:.0f} GB/s per direction, " \
+        link = "NVLink" if card.nvlink_bandwidth else f"PCIe {card.pcie.generation}.0"  # an L4 or L40S has no NVLink
+        src = f"DGX-style server: 8 GPUs, {link} {intra / 1e9:.0f} GB/s per direction, " \
               f"{nic_bits_per_gpu / 1e9:.0f} Gb/s NIC per GPU"
     else:
         nic_bits_per_gpu = 100e9 / 8  # one 100 Gb/s NIC shared by the server's 8 GPUs
