@@ -21,6 +21,8 @@ from bench.projection import (
     datacenter_watts_per_gpu,
     ddp,
     diloco,
+    matched_dc_gpus,
+    memory_per_gpu,
     model_spec,
     node_from_card,
     pipeline,
@@ -523,6 +525,85 @@ def test_a_one_gpu_node_has_no_link_between_gpus_to_wait_for_in_a_pipeline() -> 
     assert (none.plan, none.step_s, none.compute_s, none.wall_clock_s) == (r.plan, r.step_s, r.compute_s, r.wall_clock_s)
 
 
+def test_claims_compare_a_datasheet_node_with_the_datasheet_peak_and_a_measured_one_with_the_measured_rate() -> None:
+    """Like with like: a node whose FLOP/s are a datasheet figure against the H200's 989.4 TFLOP/s bf16
+    peak, labelled "datasheet"; a measured node against the 794.5 TFLOP/s mamf-finder measured on an
+    H100 SXM (the H200's row of stas00/ml-engineering's achievable-matmul table), labelled so."""
+    def answer(node: Node) -> tuple[float, str]:
+        sc = scenario(M125, Swarm.uniform(node, 10), dc_gpus=8)
+        c = claims(sc, project(sc))
+        return c.nodes_per_reference["h200"][0], c.notes[0]
+
+    ratio, note = answer(lab_node())
+    assert ratio == pytest.approx(989.4e12 / 1e14, rel=1e-12)
+    assert note == "reference FLOP/s: the H100's and H200's datasheet bf16 matmul, against the node FLOP/s above"
+    ratio, note = answer(lab_node(flops=Figure(1e14, "measured in run 3f2a9c0d: matmul bf16 sustained")))
+    assert ratio == pytest.approx(794.5e12 / 1e14, rel=1e-12)
+    assert note == ("reference FLOP/s: the H100's and H200's measured achievable bf16 matmul, against the node "
+                    "FLOP/s above")
+
+
+def test_claims_datacenter_cost_is_the_colocated_projections_and_none_when_it_cannot_train() -> None:
+    nodes = Swarm.uniform(lab_node(), 10)
+    sc = scenario(M125, nodes, dc_gpus=8)
+    results = project(sc)
+    dc = next(r for r in results if r.strategy == "colocated")
+    assert dc.feasible and dc.cost_usd is not None and dc.cost_usd > 0
+    assert claims(sc, results).datacenter_cost_usd == dc.cost_usd
+    # 70B on one H100: 16 bytes/param of weights, gradients and Adam is 1.1 TB against 80 GB.
+    sc = scenario(model_spec("70B"), nodes, dc_gpus=1)
+    results = project(sc)
+    assert not next(r for r in results if r.strategy == "colocated").feasible
+    c = claims(sc, results)
+    assert c.datacenter_cost_usd is None and c.datacenter_energy_per_token_j is None
+    assert c.owner_datacenter_share_usd is None
+
+
+def test_fp32_training_doubles_the_activations_by_hand() -> None:
+    """125M in fp32: 4 + 4 + 8 bytes/param of weights, gradients and Adam; activations 34·s·h·L at
+    16 bits with selective recomputation, doubled at 32: 2 x 34 x 2048 x 768 x 12 = 1,283,457,024;
+    with full recomputation 2 x (2·s·h·L + 34·s·h) = 2 x 91,226,112 = 182,452,224."""
+    selective = memory_per_gpu(M125, "fp32", recompute="selective")
+    assert selective.activations == 1_283_457_024 == 2 * 34 * 2048 * 768 * 12
+    assert (selective.weights, selective.gradients, selective.optimizer) == (4 * 125e6, 4 * 125e6, 8 * 125e6)
+    full = memory_per_gpu(M125, "fp32", recompute="full")
+    assert full.activations == 182_452_224 == 2 * (2 * 2048 * 768 * 12 + 34 * 2048 * 768)
+    assert memory_per_gpu(M125, "bf16", recompute="selective").activations == 1_283_457_024 / 2
+
+
+# 125M at one sequence per micro-batch (docs/projection.md, "Memory"): 16 bytes/param + 34·s·h·L of
+# selective activations + one 32-token Liger chunk of fp32 logits (ceil(V/h) = 66, ceil(2048/66) = 32).
+M125_AT_ONE = 16 * 125e6 + 34 * 2048 * 768 * 12 + 4 * 32 * 50257
+
+
+def test_a_node_whose_memory_is_exactly_one_sequence_trains_one_sequence_per_micro_batch() -> None:
+    """A node of exactly 2,648,161,408 bytes, all usable, holds one sequence with selective
+    recomputation: its 62 sequences a step (0.5M tokens over 4 nodes) run as 62 micro-batches. One
+    byte less falls back to full recomputation, 58·s·h per sequence: 6 sequences take
+    2e9 + 6 x 91,226,112 + 4 x 256 x V (ceil(12,288/66) = 187, to the power of two 256) =
+    2,598,819,840 bytes, 7 take 2,690,045,952, over; so ceil(62/6) = 11 micro-batches."""
+    assert M125_AT_ONE == 2_648_161_408
+    whole = Settings(usable_memory=1.0)
+
+    def plan(memory: float) -> tuple[str, float, str]:
+        r = ddp(M125, Swarm.uniform(lab_node(memory_bytes=Figure(memory, "t")), 4), 1e9, settings=whole)
+        assert r.memory is not None
+        return r.plan, r.memory.total, r.memory.recompute
+
+    text, total, mode = plan(M125_AT_ONE)
+    assert (total, mode) == (M125_AT_ONE, "selective")
+    assert text.startswith("126,976 tokens/node/step in 62 micro-batches, 16-bit gradients, ")
+    text, total, mode = plan(M125_AT_ONE - 1)
+    assert 2e9 + 7 * 58 * 2048 * 768 + 4 * 256 * 50257 > M125_AT_ONE - 1
+    assert (total, mode) == (2e9 + 6 * 58 * 2048 * 768 + 4 * 256 * 50257, "full")
+    assert text.startswith("126,976 tokens/node/step in 11 micro-batches, 16-bit gradients, ")
+
+
+def test_a_ddp_plan_of_one_sequence_per_node_says_one_micro_batch() -> None:
+    """0.5M tokens over 248 nodes: ceil(0.5e6 / (248 x 2048)) = 1 sequence each, one micro-batch."""
+    r = ddp(M125, Swarm.uniform(lab_node(), 248), 1e9)
+    assert r.plan.startswith("2,048 tokens/node/step in 1 micro-batch, 16-bit gradients, ")
+
 
 @pytest.mark.parametrize(("gpus", "node_watts", "per_gpu"), [(2, 900.0, 450.0), (4, 1000.0, 250.0)])
 def test_a_whole_node_wall_reading_is_shared_between_its_gpus(gpus: int, node_watts: float, per_gpu: float) -> None:
@@ -556,3 +637,26 @@ def test_a_datacenter_card_without_its_own_dgx_figure_takes_the_dgx_h100_ratio_b
     assert server.source == "assumed: board power x 1.82, DGX H100's server-to-GPU power ratio"
     node = node_from_card(get_card("l40s"), gpus=2)
     assert node.host_watts.value == pytest.approx(2 * (637.5 - 350), rel=1e-12)
+
+
+def test_a_diloco_swarm_counts_its_nodes_online_on_average_only_when_some_are_part_time() -> None:
+    """Three nodes online all day and one 6 h a day, less its daily download of the bf16 weights
+    (2 x 125e6 x 8 bit over 400 Mbit/s = 5 s): 3 + (21,600 - 5) / 86,400 = 3.2499 nodes on average."""
+    settings = Settings(diloco_h=100)
+    full = diloco(M125, Swarm.uniform(lab_node(), 4), 1e10, settings=settings)
+    assert full.feasible and not any("online on average" in note for note in full.notes)
+    part = lab_node(hours_per_day=Figure(6.0, "t"))
+    mixed = diloco(M125, Swarm((NodeGroup(lab_node(), 3), NodeGroup(part, 1))), 1e10, settings=settings)
+    online = 3 + (6 * 3600 - 2 * 125e6 * 8 / 400e6) / 86400
+    assert online == pytest.approx(3.2499421296296297, rel=1e-12)
+    assert "3.2 nodes online on average" in mixed.notes
+    assert mixed.calendar_s == pytest.approx((mixed.wall_clock_s or 0) * 4 / online, rel=1e-12)
+
+
+def test_the_flop_matched_datacenter_is_whole_servers_and_at_least_one() -> None:
+    """An H100 at 40 % MFU trains at 0.4 x 989.4 = 395.76 TFLOP/s; a lab node at 50 TFLOP/s. One
+    node: 0.13 of a GPU, still one 8-GPU server; 63 nodes (7.96 GPUs) one server; 64 (8.09) two."""
+    h100 = get_card("h100")
+    assert 63 * 5e13 / 395.76e12 < 8 < 64 * 5e13 / 395.76e12
+    assert [matched_dc_gpus(Swarm.uniform(lab_node(), n), h100) for n in (1, 63, 64)] == [8, 8, 16]
+    assert scenario(M125, Swarm.uniform(lab_node(), 1)).dc_gpus == 8
