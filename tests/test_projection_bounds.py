@@ -235,3 +235,40 @@ def test_every_check_call_has_a_row() -> None:
     """49 check() calls, sweep.py:66 checking three figures: 51 rows, none twice."""
     rows = [(b.where, b.what) for b in BOUNDS]
     assert len(rows) == 51 and len(set(rows)) == 51
+
+
+# ------------------------------------------------------------------------------------------------
+# Edges that crashed the real command
+# ------------------------------------------------------------------------------------------------
+
+
+def flopwatt_project(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    return CliRunner().invoke(app, ["project", *args], prog_name="flopwatt", env={"COLUMNS": "200"})
+
+
+def feasible_row(output: str) -> list[str]:
+    """The table's feasible cells: colocated, ddp, diloco, pipeline."""
+    line = next(row for row in output.splitlines() if "│ feasible" in row)
+    return [cell.strip() for cell in line.split("│")[2:-1]]
+
+
+def test_a_diloco_token_factor_at_its_bound_prints_the_table_outside_the_published_range() -> None:
+    """Four 125M nodes are outside DiLoCo's published range: the table points at the pessimistic-end
+    note; with --diloco-token-factor (here its bound, 1000) there is no such note and DiLoCo is a plain
+    yes (it was a StopIteration traceback)."""
+    case = ("--params", "125M", "--card", "rtx4090", "--gpus", "4")
+    assert feasible_row(flopwatt_project(*case).stdout)[2].startswith("yes, see [")
+    given = flopwatt_project(*case, "--diloco-token-factor", "1000")
+    assert given.exit_code == 0, given.output
+    assert feasible_row(given.stdout)[2] == "yes"
+    assert "diloco: token factor 1000 (option)" in given.stdout
+
+
+def test_zero_gpus_per_node_is_refused_in_one_line() -> None:
+    """It was a ZeroDivisionError in `--gpus % --gpus-per-node`, before the node's own check."""
+    result = flopwatt_project("--params", "125M", "--card", "rtx4090", "--gpus", "4", "--gpus-per-node", "0")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: gpus per node must be >= 1 and <= 1024, got 0\n"

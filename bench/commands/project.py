@@ -19,6 +19,7 @@ from bench import projection as pj
 from bench.errors import FlopwattError
 from bench.hardware import get_card
 from bench.plots import duration_ticks, line_plot
+from bench.projection.model import check
 from bench.swarm_run import beside, load_swarm_run, render_swarm_run, settings_with, with_swarm_link
 from bench.swarm_run import to_json as swarm_run_json
 from bench.units import bytes_, co2, count, duration_label, energy, parse_bitrate, parse_duration, parse_size, \
@@ -59,6 +60,8 @@ def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gp
     given = sum(x is not None and x != [] for x in (card, runs or None, nodes_csv))
     if given != 1:
         raise FlopwattError("give exactly one of --card NAME, --run ID (repeatable) or --nodes-csv FILE")
+    # Before `gpus % gpus_per_node`, and for a run's node too, which takes the count as given.
+    check(gpus_per_node, "gpus per node", 1, 1024, low_inclusive=True)
     if nodes_csv is not None:
         try:
             text = nodes_csv.read_text()
@@ -333,8 +336,9 @@ def render_projection(sc: pj.Scenario, results: list[pj.Projection], console: Co
     def feasible(r: pj.Projection) -> str:
         if not r.feasible:
             return f"[red]no, see {notes.ref(r.strategy, '', r.reason)}[/red]"
-        if r.token_band is not None and not r.token_band.in_published_range:
-            outside = next(n for n in r.notes if n.startswith("outside the published range"))
+        # DiLoCo outside the published range takes the band's pessimistic end, unless --diloco-token-factor says.
+        outside = next((n for n in r.notes if n.startswith("outside the published range")), None)
+        if outside is not None:
             return f"[yellow]yes, see {notes.ref(r.strategy, '', outside)}[/yellow]"
         return f"yes, see {notes.ref(r.strategy, '', r.reason)}" if r.reason else "yes"
 
