@@ -611,3 +611,28 @@ def test_a_shape_that_fails_its_check_is_never_the_best(monkeypatch: pytest.Monk
     assert [u.reason for u in result.unavailable] == [
         "result check failed at (128, 128, 128): relative error 1.00e+00 > 1e-04"
     ] * 2
+
+
+def test_the_numpy_backend_multiplies_with_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A figure labelled numpy's BLAS must be numpy's product: the step calls np.matmul into the
+    output's memory, and torch's matmul not at all (both counted, the product checked)."""
+    calls: list[str] = []
+    real_np, real_torch = compute.np.matmul, torch.matmul
+    monkeypatch.setattr(compute.np, "matmul", lambda *a, **k: calls.append("numpy") or real_np(*a, **k))
+    monkeypatch.setattr(compute.torch, "matmul", lambda *a, **k: calls.append("torch") or real_torch(*a, **k))
+    ops = replace(Operands.random(8, 8, 8, "fp64", CPU, sets=1), backend="numpy")
+    ops.step()
+    assert calls == ["numpy"]
+    assert torch.allclose(ops.out[0], ops.a[0] @ ops.b[0], rtol=1e-12, atol=1e-12)  # two BLAS: not bit for bit
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_a_check_error_exactly_at_the_tolerance_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tolerance is the largest error allowed: an error equal to it keeps the shape (fed), one
+    just above fails the check and posts nothing."""
+    tolerance = compute.CHECK_TOLERANCE["fp32"]
+    plan = replace(SMALL, sizes=[64])
+    for error, kept in ((tolerance, True), (math.nextafter(tolerance, math.inf), False)):
+        monkeypatch.setattr(Operands, "relative_error", lambda self, e=error: e)
+        result = compute._sweep(DeviceTimer(CPU), CPU, "fp32", plan, llc_bytes=None)
+        assert (result.best is not None) is kept and len(result.failures) == (0 if kept else 2)
