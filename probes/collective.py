@@ -132,7 +132,7 @@ def join_store(rv: Rendezvous, timeout_s: float, *, hosts: bool, probe: str = PR
                 f"{probe}: only {joined[1]} of {rv.world} ranks joined master {rv.master} within {timeout_s:g} s; "
                 f"start the missing ranks with --world {rv.world} --master {rv.master}"
             ) from exc
-        if "EADDRINUSE" in text or "address already in use" in text:
+        if "EADDRINUSE" in text or "address already in use" in text.lower():  # torch's error name, or strerror's words
             raise ProbeError(f"{probe}: port {rv.port} is already in use on the master ({rv.master}); pick another") from exc
         if hosts:
             raise ProbeError(f"{probe}: cannot listen as master {rv.master}: {error_gist(exc)}") from exc

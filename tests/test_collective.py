@@ -446,3 +446,34 @@ def test_gloo_needs_cpu_tensors_and_gloo(monkeypatch: pytest.MonkeyPatch, device
     expected = pytest.raises(ProbeError, match=r"^collective: gloo here runs on CPU tensors \(this torch must be built with gloo\)$")
     with expected if refused else pytest.raises(Joined):
         measure_collective(rank=0, world=2, master="127.0.0.1:1", device=device, backend="gloo")
+
+
+@pytest.mark.parametrize("env", [{"MASTER_ADDR": "10.0.0.1"}, {"MASTER_PORT": "29500"},
+                                 {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "port"}])
+def test_torchruns_master_needs_both_its_address_and_a_numeric_port(env: dict[str, str]) -> None:
+    with pytest.raises(ProbeError, match=r"^collective: no master: pass --master HOST:PORT or set MASTER_ADDR and "
+                                         r"MASTER_PORT$"):
+        resolve_rendezvous(0, 2, None, env)
+
+
+@pytest.mark.parametrize("text", [
+    # torch 2.13 on Linux, recorded here binding a second TCPStore master to a port in use:
+    "The server socket has failed to listen on any local network address. port: 55669, useIpv6: false, code: -98, "
+    "name: EADDRINUSE, message: address already in use",
+    # older torch (c10d socket.cpp's bind messages with strerror, as users reported them on torchrun):
+    "The server socket has failed to listen on any local network address. The server socket has failed to bind to "
+    "[::]:29500 (errno: 98 - Address already in use). The server socket has failed to bind to 0.0.0.0:29500 (errno: "
+    "98 - Address already in use).",
+])
+def test_a_port_in_use_is_named_whichever_way_torch_words_it(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """The words torch uses for EADDRINUSE have changed between versions; either form reads as the
+    port in use (the store is fed the error: this is the message logic, not a socket)."""
+
+    def in_use(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(text)  # DistNetworkError, torch's newer class for it, is a RuntimeError
+
+    monkeypatch.setattr(dist, "TCPStore", in_use)
+    rv = Rendezvous(rank=0, world=2, host="127.0.0.1", port=29500)
+    with pytest.raises(ProbeError, match=r"^collective: port 29500 is already in use on the master "
+                                         r"\(127\.0\.0\.1:29500\); pick another$"):
+        collective.join_store(rv, 1.0, hosts=True)
