@@ -154,7 +154,7 @@ BOUNDS = [
     Bound("nodes.py:197", "host idle watts", 0, 1e5, True, lambda v: with_power(card_node(), host_idle_watts=v)),
     Bound("nodes.py:200", "node watts", 0, 1e6, False, lambda v: with_power(card_node(), node_watts=v)),
     Bound("nodes.py:204", "node idle watts", 0, 1e6, True, lambda v: with_power(card_node(), node_idle_watts=v)),
-    Bound("nodes.py:314", "node watts", 0, 100_000, False, lambda v: node_from_run(run_doc(), watts=v)),
+    Bound("nodes.py:315", "node watts", 0, 1e6, False, lambda v: node_from_run(run_doc(), watts=v)),
     # strategies.py: Settings, validated by scenario(); the datacenter strategy's own inputs
     Bound("strategies.py:56", "DiLoCo H (local steps)", 1, 1e7, True,
           lambda v: small_scenario(settings=Settings(diloco_h=v)), integer=True),

@@ -312,7 +312,7 @@ def node_from_run(doc: Mapping[str, Any], *, watts: float | None = None) -> Node
 
     energy = chosen.get("energy") or {}
     if watts is not None:
-        power = Figure(check(watts, "node watts", 0, 100_000), "option --node-watts (the whole node)")
+        power = Figure(check(watts, "node watts", 0, 1e6), "option --node-watts (the whole node)")
     elif energy.get("watts_avg"):
         power = Figure(float(energy["watts_avg"]), f"{label}: average power during matmul ({energy.get('method')})")
     elif card is not None and card.board_power_w is not None:
