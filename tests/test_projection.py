@@ -787,3 +787,16 @@ def test_a_global_batch_past_the_nominal_one_is_noted_with_its_token_factor() ->
     assert r.effective_batch_tokens == 1_048_576 and r.token_factor > 1
     assert (f"global batch 1,048,576 tokens, past the nominal 1,000,000 (critical batch "
             f"{r.critical_batch_tokens:,.0f}): x{r.token_factor:.2f} tokens (McCandlish et al. 2018)") in r.notes
+
+
+def test_a_datacenter_matched_past_ten_million_gpus_names_the_match_not_a_gpus_option() -> None:
+    """At 1e-9 MFU an H100 trains at 989.4 TFLOP/s x 1e-9, so matching 64 RTX 4090 nodes takes
+    8 x ceil(64 x node FLOP/s / (989.4e12 x 1e-9) / 8) GPUs: billions. The refusal says where the
+    number came from and what to change, instead of "gpus must be <= 1e+07" for a count never typed."""
+    node = with_link(home("rtx4090"), uplink_bps=50e6, downlink_bps=500e6)
+    need = 8 * math.ceil(64 * node.node_flops / (989.4e12 * 1e-9) / 8)
+    message = (f"a datacenter matching this swarm's FLOP/s would need {need:,} H100 SXM GPUs at 1e-09 MFU, more than "
+               "10,000,000: raise --mfu or give --dc-gpus")
+    with pytest.raises(FlopwattError, match=f"^{re.escape(message)}$"):
+        scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9)
+    assert scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9, dc_gpus=8).dc_gpus == 8

@@ -104,6 +104,10 @@ def _colocated_plan(model: ModelSpec, dtype: str, gpus: int, budget: float, per_
     return None
 
 
+#: The largest datacenter a projection takes.
+MAX_GPUS = 1e7
+
+
 def colocated(model: ModelSpec, card: Card, gpus: int, tokens: float, *, mfu: float = DEFAULT_MFU,
               fabric: Fabric | None = None, prices: Prices = Prices(), settings: Settings = Settings()) -> Projection:
     """Datacenter training with tensor (within a server), pipeline and data parallelism.
@@ -113,7 +117,7 @@ def colocated(model: ModelSpec, card: Card, gpus: int, tokens: float, *, mfu: fl
     the well-overlapped communication of a tuned run, so only communication that cannot hide
     behind compute adds time (docs: "Colocated"). Power: the server's per GPU, times PUE.
     """
-    check(gpus, "gpus", 1, 1e7, low_inclusive=True)
+    check(gpus, "gpus", 1, MAX_GPUS, low_inclusive=True)
     check(mfu, "utilisation", 0, 1, low_inclusive=False)
     fab = fabric or default_fabric(card)
     dtype = card.best_training_dtype

@@ -12,7 +12,7 @@ from bench.projection.energy import Prices, Projection, Strategy
 from bench.projection.model import ModelSpec, check
 from bench.projection.nodes import DEFAULT_MFU
 from bench.projection.pipeline import pipeline
-from bench.projection.strategies import Settings, colocated, ddp, diloco
+from bench.projection.strategies import MAX_GPUS, Settings, colocated, ddp, diloco
 from bench.projection.swarm import NodeGroup, Swarm
 
 STRATEGIES: tuple[Strategy, ...] = ("colocated", "ddp", "diloco", "pipeline")
@@ -65,8 +65,13 @@ def scenario(model: ModelSpec, swarm: Swarm, *, tokens: float | None = None, dc_
                             (node.watts.value, "node watts")):
             check(value, what, 0, 1e18)
         check(node.utilisation.value, "node utilisation", 0, 1)
-    dc = matched_dc_gpus(swarm, card, mfu) if dc_gpus is None else \
-        int(check(dc_gpus, "datacenter gpus", 1, 1e7, low_inclusive=True))
+    if dc_gpus is None:
+        dc = matched_dc_gpus(swarm, card, mfu)
+        if dc > MAX_GPUS:
+            raise FlopwattError(f"a datacenter matching this swarm's FLOP/s would need {dc:,} {card.name} GPUs at "
+                                f"{mfu:.3g} MFU, more than {MAX_GPUS:,.0f}: raise --mfu or give --dc-gpus")
+    else:
+        dc = int(check(dc_gpus, "datacenter gpus", 1, MAX_GPUS, low_inclusive=True))
     if strategy == "auto":
         chosen: tuple[Strategy, ...] = STRATEGIES
     elif strategy in STRATEGIES:
