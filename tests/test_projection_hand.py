@@ -660,3 +660,63 @@ def test_the_flop_matched_datacenter_is_whole_servers_and_at_least_one() -> None
     assert 63 * 5e13 / 395.76e12 < 8 < 64 * 5e13 / 395.76e12
     assert [matched_dc_gpus(Swarm.uniform(lab_node(), n), h100) for n in (1, 63, 64)] == [8, 8, 16]
     assert scenario(M125, Swarm.uniform(lab_node(), 1)).dc_gpus == 8
+
+
+def test_a_colocated_plan_under_full_recomputation_pays_8_6_of_the_flops_by_hand() -> None:
+    """36 x 3,072 (N = 12·36·3072² + 32000·3072) on one H100 (72 GiB usable): 16N of weights,
+    gradients and Adam plus 36 layers of 34·s·h selective activations overflow it; full
+    recomputation keeps 2·s·h per layer plus one layer's 34·s·h and fits. Its 4M tokens a step then
+    cost 8/6 of 6N + 12·L·h·s FLOPs each (docs/projection.md, "Model")."""
+    m = model_spec(layers=36, width=3072)
+    n = 12 * 36 * 3072**2 + 32000 * 3072
+    sh = 4096 * 3072
+    logits = 4 * 512 * 32000  # next_pow2(ceil(4096 / ceil(32000 / 3072))) = 512 tokens a chunk
+    assert 16 * n + 34 * sh * 36 + logits > 0.9 * 80 * 2**30 >= 16 * n + (2 * 36 + 34) * sh + logits
+    r = colocated(m, get_card("h100"), 1, 1e10)
+    assert r.plan.startswith("tp=1 pp=1 dp=1, bf16, full recompute")
+    assert r.memory is not None and r.memory.total == pytest.approx(16 * n + (2 * 36 + 34) * sh + logits, rel=1e-12)
+    compute = 4e6 * (6 * n + 12 * 36 * 3072 * 4096) * 8 / 6 / (989.4e12 * 0.4)
+    assert r.compute_s == pytest.approx(compute, rel=1e-9)
+    assert r.step_s == pytest.approx(compute, rel=1e-9) and r.comm_s == 0
+    assert r.wall_clock_s == pytest.approx(1e10 / 4e6 * compute, rel=1e-9)
+
+
+def test_a_node_that_cannot_hold_the_model_says_what_it_needs_in_gib_by_hand() -> None:
+    """7B on one RTX 4090 (24 GiB, 90 % usable): 16N of weights, gradients and Adam, 2·s·h per layer
+    plus one layer's 34·s·h of activations, chunked logits of 4096 / ceil(32000 / 4096) = 512 tokens:
+    16 x 6.74e9 + 98 x 4096² + 4 x 512 x 32000 = 109,549,703,168 bytes = 102.0 GiB."""
+    need = 16 * 6.74e9 + (2 * 32 + 34) * 4096 * 4096 + 4 * 512 * 32000
+    assert need == 109_549_703_168
+    node = with_link(node_from_card(get_card("rtx4090")), uplink_bps=100e6, downlink_bps=400e6, rtt_s=0.02)
+    r = ddp(model_spec("7B"), Swarm.uniform(node, 4), 1e9)
+    assert not r.feasible
+    assert r.reason == (f"does not fit: needs {need / 2**30:.1f} GiB per GPU with full recomputation; GeForce RTX "
+                        f"4090 has {0.9 * 24:.1f} GiB usable of 24.0 (try --optimizer-8bit, --offload-optimizer, "
+                        "--gpus-per-node or pipeline)")
+    assert f"{need / 2**30:.1f}" == "102.0"
+
+
+def test_a_shape_without_heads_gets_one_head_per_128_of_width_and_at_least_one() -> None:
+    """docs/projection.md, "Model": a Llama-like head of 128 wide; 4096 // 128 = 32, 255 // 128 = 1, 64 -> 1."""
+    assert [model_spec(layers=4, width=w).heads for w in (4096, 255, 64)] == [32, 1, 1]
+
+
+def test_micro_batch_tokens_below_half_a_sequence_still_make_micro_batches_of_one_sequence() -> None:
+    """--micro-batch-tokens 1000 on 2,048-token sequences rounds to 0 sequences: one is the fewest, so
+    each node's 62 sequences a step run as 62 micro-batches, as at exactly one sequence."""
+    r = ddp(M125, Swarm.uniform(lab_node(), 4), 1e9, settings=Settings(micro_batch_tokens=1000))
+    assert r.memory is not None and r.memory.micro_batch == 1
+    assert r.plan.startswith("126,976 tokens/node/step in 62 micro-batches, ")
+    micro = COMPUTE / SEQS
+    assert r.step_s == pytest.approx((SEQS - 1) * micro + micro / 3 + max(2 * micro / 3, RING), rel=1e-12)
+
+
+def test_a_node_online_23_hours_a_day_is_part_time_and_downloads_the_weights_each_day() -> None:
+    """23 h a day over a 1 Mbit/s downlink: rejoining downloads 2 x 125M bf16 bytes, 2,000 s, so each
+    node trains (23 x 3600 - 2000) / 86400 of the day; a synchronous swarm's calendar is wall / that."""
+    node = lab_node(downlink_bps=Figure(1e6, "t"), hours_per_day=Figure(23.0, "t"))
+    r = ddp(M125, Swarm.uniform(node, 4), 1e9)
+    share = (23 * 3600 - 2 * 125e6 * 8 / 1e6) / 86400
+    assert f"{share * 24:.1f}" == "22.4"
+    assert "every node online together 22.4 h a day" in r.notes
+    assert r.calendar_s == pytest.approx((r.wall_clock_s or 0) / share, rel=1e-12)
