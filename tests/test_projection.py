@@ -800,3 +800,14 @@ def test_a_datacenter_matched_past_ten_million_gpus_names_the_match_not_a_gpus_o
     with pytest.raises(FlopwattError, match=f"^{re.escape(message)}$"):
         scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9)
     assert scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9, dc_gpus=8).dc_gpus == 8
+
+
+def test_diloco_far_outside_its_fit_is_infeasible_with_the_reason_not_a_traceback() -> None:
+    """1.1M parameters on 1e16 tokens (1e10 tokens per parameter), one node: the fit's gain at one
+    replica (C = -0.266 %) is more than Chinchilla's whole data term leaves to gain there, so no token
+    factor exists; DiLoCo says so instead of raising ValueError out of `flopwatt project`."""
+    nodes = Swarm.uniform(with_link(home("rtx4090"), uplink_bps=100e6, downlink_bps=400e6, rtt_s=0.02), 1)
+    r = diloco(model_spec("1.1M"), nodes, 1e16)
+    assert not r.feasible
+    assert r.reason == ("outside the DiLoCo fit at 1e+16 tokens for 1.1e+06 parameters: a loss gain of 0.3% is "
+                        "more than the whole data term allows")

@@ -362,7 +362,11 @@ def diloco(model: ModelSpec, swarm: Swarm, tokens: float, *, prices: Prices = Pr
     sync, algorithm = allreduce_s(model.params * settings.diloco_bits / 8, n, up, down, rtt)
     inner = max(overlapped_step(plan, plan.intra_sync_s) for _, plan in plans)
     compute = max(plan.compute_s for _, plan in plans)
-    band = diloco_token_factor(n, h, model.params, per_node, tokens)
+    try:
+        band = diloco_token_factor(n, h, model.params, per_node, tokens)
+    except ValueError as exc:  # a fitted gain past all the data term: far outside the fit (1e10 tokens/param)
+        return infeasible("diloco", f"outside the DiLoCo fit at {tokens:.3g} tokens for {model.params:.3g} "
+                          f"parameters: {exc}", hardware, swarm.gpus, tokens, nodes=n)
     quality, note = diloco_factor(band, settings)
     batch = per_node * n
     b_crit = critical_batch(model, tokens, settings) * n**DILOCO_BATCH_EXPONENT
