@@ -35,9 +35,10 @@ def seconds(value: float) -> str:
         return f"{value / 3600:.1f} h"
     if value >= 60:
         return f"{value / 60:.1f} min"
-    if value >= 1:
+    # One unit up where three figures round to 1000 (999.95 µs is "1 ms", not "1e+03 µs").
+    if value >= 1 or float(f"{value * 1e3:.3g}") >= 1000:
         return f"{value:.2f} s"
-    if value >= 1e-3:
+    if value >= 1e-3 or float(f"{value * 1e6:.3g}") >= 1000:
         return f"{value * 1e3:.3g} ms"
     return f"{value * 1e6:.3g} µs"
 

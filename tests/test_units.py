@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import FlopwattError
-from bench.units import bytes_, co2, count, energy, parse_bitrate, parse_duration, parse_size, seconds, si, usd
+from bench.units import bytes_, co2, count, duration_label, energy, parse_bitrate, parse_duration, parse_size, seconds, si, usd
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,8 @@ def test_energy_divides_by_exactly_3_6_megajoules() -> None:
 @pytest.mark.parametrize(
     ("value", "text"),
     [(86400, "1.0 d"), (86399.9, "24.0 h"), (3600, "1.0 h"), (3599, "60.0 min"), (60, "1.0 min"), (59.99, "59.99 s"),
-     (1, "1.00 s"), (0.999, "999 ms"), (1e-3, "1 ms"), (9.99e-4, "999 µs"),
+     (1, "1.00 s"), (0.999, "999 ms"), (1e-3, "1 ms"), (9.99e-4, "999 µs"), (0.99951, "1.00 s"),
+     (9.9951e-4, "1 ms"), (1e-3 * 1.0050001, "1.01 ms"), (1e-6 * 1.0050001, "1.01 µs"), (1e-6 * 1.0049995, "1 µs"),
      (86400 * 999.96, "1000.0 d"), (3600 * 23.9502, "24.0 h"), (60 * 59.951, "60.0 min")],
 )
 def test_seconds_at_each_boundary(value: float, text: str) -> None:
@@ -104,3 +105,9 @@ def test_si_and_bytes() -> None:
         ["1 PFLOP/s", "1 TFLOP/s", "1 GFLOP/s", "1 MFLOP/s", "1 kFLOP/s"]
     assert [bytes_(v) for v in (1024**3, 1.5 * 1024**3, 1023, 1024, 2**40, 3 * 2**20)] == \
         ["1 GiB", "1.5 GiB", "1023 B", "1 KiB", "1 TiB", "3 MiB"]
+
+
+def test_a_tick_of_a_thousand_units_or_more_prints_whole_with_separators() -> None:
+    """The largest unit has no unit above it: 1,500 years is "1,500 yr", not "1.5e+03 yr"."""
+    assert duration_label(1500 * 365.25 * 86400) == "1,500 yr" and duration_label(1000 * 365.25 * 86400) == "1,000 yr"
+    assert duration_label(999 * 365.25 * 86400) == "999 yr"
