@@ -811,3 +811,11 @@ def test_diloco_far_outside_its_fit_is_infeasible_with_the_reason_not_a_tracebac
     assert not r.feasible
     assert r.reason == ("outside the DiLoCo fit at 1e+16 tokens for 1.1e+06 parameters: a loss gain of 0.3% is "
                         "more than the whole data term allows")
+
+
+def test_a_run_node_given_node_watts_counts_no_host_power_beside_them() -> None:
+    """--node-watts for a stored run is a wall meter on the whole node: the GPU figure becomes that
+    reading and the host's own power 0 W, so the host is not counted twice."""
+    node = node_from_run(run_doc(), watts=700.0)
+    assert node.watts.value == 700.0 and node.watts.source == "option --node-watts (the whole node)"
+    assert node.host_watts.value == 0.0 and node.host_watts.source == "included in --node-watts"

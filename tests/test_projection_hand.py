@@ -3,6 +3,7 @@ formulas (not by calling the code that computes it) and compared exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 
@@ -35,6 +36,7 @@ from bench.projection import strategies
 from bench.projection.nodes import default_fabric
 from bench.projection.pipeline import pipeline_schedule_s, stage_transfer_s
 from bench.projection.swarm import NodeGroup
+from bench.projection.swarm import join_s as swarm_join_s
 
 YEAR = 365.25 * 86400
 
@@ -720,3 +722,49 @@ def test_a_node_online_23_hours_a_day_is_part_time_and_downloads_the_weights_eac
     assert f"{share * 24:.1f}" == "22.4"
     assert "every node online together 22.4 h a day" in r.notes
     assert r.calendar_s == pytest.approx((r.wall_clock_s or 0) / share, rel=1e-12)
+
+
+def test_each_owner_pays_the_bill_over_the_calendar_months_the_job_runs() -> None:
+    """7B on 1,000 RTX 4090s runs for over a year on the calendar (the pipeline): each owner's bill
+    per month is their bill over the months it runs, a month being 365.25 / 12 days (docs/projection.md,
+    "The claims"; the code rounds it to 30.44 d, 8e-5 away)."""
+    node = with_link(node_from_card(get_card("rtx4090")), uplink_bps=25e6, downlink_bps=100e6, rtt_s=0.03)
+    sc = scenario(model_spec("7B"), Swarm.uniform(node, 1000))
+    results = project(sc)
+    answers = claims(sc, results)
+    fastest = min((r for r in results if r.feasible and r.strategy != "colocated"), key=lambda r: r.calendar_s)
+    months = fastest.calendar_s / (365.25 / 12 * 86400)
+    assert months > 12
+    assert answers.owner_power_bill_usd == pytest.approx(fastest.energy_cost_usd / 1000, rel=1e-12)
+    assert answers.owner_power_bill_per_month_usd == pytest.approx(answers.owner_power_bill_usd / months, rel=1e-4)
+
+
+def part_time(hours: float, count: int) -> Swarm:
+    return Swarm.uniform(lab_node(hours_per_day=Figure(hours, "t")), count)
+
+
+def test_a_ring_whose_nodes_are_never_online_long_enough_to_download_the_weights_cannot_train() -> None:
+    """Online 3.6 ms a day, less than the 125M weights take to download at 400 Mbit/s: the share of
+    the day left is 0, so DDP's synchronous ring never runs (infeasible, with the reason)."""
+    r = ddp(M125, part_time(1e-6, 4), 1e9)
+    assert not r.feasible and r.reason == "nodes are not online long enough to download the weights"
+
+
+def test_a_batch_exactly_at_the_nominal_one_costs_no_extra_tokens_and_says_nothing() -> None:
+    """125M with a nominal batch of 16 sequences on 16 nodes: one sequence each, 32,768 tokens, exactly
+    the nominal batch and far below the critical one, so the token factor is 1 and no batch note."""
+    model = dataclasses.replace(M125, batch_tokens=16 * 2048)
+    r = ddp(model, Swarm.uniform(lab_node(), 16), 1e9)
+    assert r.effective_batch_tokens == 32_768 and r.token_factor == 1.0
+    assert not any(note.startswith("global batch") for note in r.notes)
+
+
+def test_diloco_runs_with_less_than_one_node_online_on_average() -> None:
+    """Two nodes online 12 h a day, less their daily download: under one node online on average, and
+    DiLoCo still runs (its calendar stretched by 2 over that average), where a ring could not keep up."""
+    swarm = part_time(12.0, 2)
+    online = 2 * (12 * 3600 - swarm_join_s(swarm.groups[0].node, M125.params)) / 86400
+    assert 0 < online < 1
+    r = diloco(M125, swarm, 1e9)
+    assert r.feasible and f"{online:,.1f} nodes online on average" in r.notes
+    assert r.wall_clock_s is not None and r.calendar_s == pytest.approx(r.wall_clock_s * 2 / online, rel=1e-12)
