@@ -790,16 +790,20 @@ def test_a_global_batch_past_the_nominal_one_is_noted_with_its_token_factor() ->
 
 
 def test_a_datacenter_matched_past_ten_million_gpus_names_the_match_not_a_gpus_option() -> None:
-    """At 1e-9 MFU an H100 trains at 989.4 TFLOP/s x 1e-9, so matching 64 RTX 4090 nodes takes
-    8 x ceil(64 x node FLOP/s / (989.4e12 x 1e-9) / 8) GPUs: billions. The refusal says where the
-    number came from and what to change, instead of "gpus must be <= 1e+07" for a count never typed."""
+    """At the lowest MFU taken, 1e-6, an H100 trains at 989.4 TFLOP/s x 1e-6, so matching 1,000 RTX 4090
+    nodes takes 8 x ceil(1000 x node FLOP/s / (989.4e12 x 1e-6) / 8) GPUs: tens of millions. The
+    refusal says where the number came from and what to change, instead of "gpus must be <= 1e+07"
+    for a count never typed; below 1e-6 the MFU itself is refused (5e-324 overflowed the step count)."""
     node = with_link(home("rtx4090"), uplink_bps=50e6, downlink_bps=500e6)
-    need = 8 * math.ceil(64 * node.node_flops / (989.4e12 * 1e-9) / 8)
-    message = (f"a datacenter matching this swarm's FLOP/s would need {need:,} H100 SXM GPUs at 1e-09 MFU, more than "
+    need = 8 * math.ceil(1000 * node.node_flops / (989.4e12 * 1e-6) / 8)
+    assert need > 1e7
+    message = (f"a datacenter matching this swarm's FLOP/s would need {need:,} H100 SXM GPUs at 1e-06 MFU, more than "
                "10,000,000: raise --mfu or give --dc-gpus")
     with pytest.raises(FlopwattError, match=f"^{re.escape(message)}$"):
-        scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9)
-    assert scenario(model_spec("1B"), Swarm.uniform(node, 64), mfu=1e-9, dc_gpus=8).dc_gpus == 8
+        scenario(model_spec("1B"), Swarm.uniform(node, 1000), mfu=1e-6)
+    assert scenario(model_spec("1B"), Swarm.uniform(node, 1000), mfu=1e-6, dc_gpus=8).dc_gpus == 8
+    with pytest.raises(FlopwattError, match=r"^utilisation \(MFU\) must be >= 1e-06 and <= 1, got 5e-324$"):
+        scenario(model_spec("1B"), Swarm.uniform(node, 1000), mfu=5e-324, dc_gpus=8)
 
 
 def test_diloco_far_outside_its_fit_is_infeasible_with_the_reason_not_a_traceback() -> None:

@@ -123,7 +123,7 @@ BOUNDS = [
           lambda v: small_scenario(prices=Prices(home_usd_per_kwh=v))),
     Bound("energy.py:50", "PUE", 1, 5, True, lambda v: small_scenario(prices=Prices(pue=v))),
     Bound("energy.py:51", "home PUE", 1, 5, True, lambda v: small_scenario(prices=Prices(home_pue=v))),
-    Bound("energy.py:52", "amortisation years", 0, 50, False,
+    Bound("energy.py:52", "amortisation years", 1e-3, 50, True,
           lambda v: small_scenario(prices=Prices(amortisation_years=v))),
     Bound("energy.py:53", "server capex factor", 1, 10, True,
           lambda v: small_scenario(prices=Prices(server_capex_factor=v))),
@@ -146,7 +146,7 @@ BOUNDS = [
     # nodes.py: a card node (--card, --gpus-per-node, --node-mfu), its link and power options, a run node
     Bound("nodes.py:129", "gpus per node", 1, 1024, True, lambda v: node_from_card(get_card("rtx4090"), gpus=v),
           integer=True),
-    Bound("nodes.py:138", "node MFU", 0, 1, False, lambda v: node_from_card(get_card("rtx4090"), utilisation=v)),
+    Bound("nodes.py:138", "node MFU", 1e-6, 1, True, lambda v: node_from_card(get_card("rtx4090"), utilisation=v)),
     Bound("nodes.py:182", "uplink", 0, 1e13, False, lambda v: with_link(card_node(), uplink_bps=v)),
     Bound("nodes.py:184", "downlink", 0, 1e13, False, lambda v: with_link(card_node(), downlink_bps=v)),
     Bound("nodes.py:186", "rtt", 0, 60, True, lambda v: with_link(card_node(), rtt_s=v)),
@@ -176,7 +176,7 @@ BOUNDS = [
           lambda v: small_scenario(settings=Settings(ddp_overlap=v))),
     Bound("strategies.py:116", "gpus", 1, 1e7, True, lambda v: colocated(SMALL, get_card("h100"), v, 1e9),
           integer=True),
-    Bound("strategies.py:117", "utilisation", 0, 1, False, lambda v: colocated(SMALL, get_card("h100"), 8, 1e9, mfu=v)),
+    Bound("strategies.py:117", "utilisation", 1e-6, 1, True, lambda v: colocated(SMALL, get_card("h100"), 8, 1e9, mfu=v)),
     # swarm.py: --card/--run's node count, a nodes CSV, --hours-per-day
     Bound("swarm.py:37", "gpus (nodes)", 1, 1e7, True, lambda v: Swarm.uniform(home_node(), v), integer=True),
     Bound("swarm.py:102", "nodes CSV line 2: count", 1, 1e7, True,
@@ -185,12 +185,12 @@ BOUNDS = [
           lambda v: csv_swarm(f"card,count,hours_per_day\nrtx4090,3,{v!r}\n")),
     Bound("swarm.py:128", "hours per day", 0, 24, False, lambda v: with_hours(Swarm.uniform(home_node(), 4), v)),
     # sweep.py: scenario()'s own inputs and each node's figures; sweep()'s node counts
-    Bound("sweep.py:57", "tokens", 0, 1e16, False, lambda v: small_scenario(tokens=v)),
-    Bound("sweep.py:61", "utilisation (MFU)", 0, 1, False, lambda v: small_scenario(mfu=v, dc_gpus=8)),
+    Bound("sweep.py:57", "tokens", 1, 1e16, True, lambda v: small_scenario(tokens=v)),
+    Bound("sweep.py:61", "utilisation (MFU)", 1e-6, 1, True, lambda v: small_scenario(mfu=v, dc_gpus=8)),
     Bound("sweep.py:66", "node FLOP/s", 0, 1e18, False, lambda v: small_scenario(node_with(flops=v))),
     Bound("sweep.py:66", "node memory", 0, 1e18, False, lambda v: small_scenario(node_with(memory_bytes=v))),
     Bound("sweep.py:66", "node watts", 0, 1e18, False, lambda v: small_scenario(node_with(watts=v))),
-    Bound("sweep.py:67", "node utilisation", 0, 1, False, lambda v: small_scenario(node_with(utilisation=v))),
+    Bound("sweep.py:67", "node utilisation", 1e-6, 1, True, lambda v: small_scenario(node_with(utilisation=v))),
     Bound("sweep.py:69", "datacenter gpus", 1, 1e7, True, lambda v: small_scenario(dc_gpus=v), integer=True),
     Bound("sweep.py:104", "node count", 1, 1e7, True,
           lambda v: sweep(small_scenario(strategy="colocated", dc_gpus=8), [v]), integer=True),
@@ -200,7 +200,7 @@ BOUNDS = [
 def refusal(bound: Bound, value: float) -> str:
     """The message check() gives, written out from its rule."""
     op = ">=" if bound.inclusive else ">"
-    return f"{bound.what} must be {op} {bound.low:g} and <= {bound.high:g}, got {value:.15g}"
+    return f"{bound.what} must be {op} {bound.low:g} and <= {bound.high:g}, got {repr(float(value)).removesuffix('.0')}"
 
 
 def probes(bound: Bound) -> list[tuple[str, float, bool]]:

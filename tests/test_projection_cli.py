@@ -228,13 +228,14 @@ def test_link_ratios_are_bytes_per_direction_in_bits_over_the_uplink() -> None:
 
 
 def test_amortisation_years_up_to_fifty() -> None:
-    """Fifty years is the last accepted (the cards' price over 50 years of hours), 50.5 and 0 are refused."""
+    """Fifty years is the last accepted (the cards' price over 50 years of hours), 50.5 and 0 are refused,
+    as is anything under a thousandth of a year (9 h; 5e-324 overflowed the step count)."""
     (d,) = as_json("--params", "125M", "--card", "rtx4090", "--gpus", "4", "--strategy", "ddp",
                    "--amortise-years", "50")["strategies"]
     assert d["hardware_cost_usd"] == pytest.approx(4 * 1599 * d["wall_clock_s"] / (50 * 365.25 * 86400), rel=1e-12)
     base = ("--params", "125M", "--card", "rtx4090", "--gpus", "4")
-    fails_cleanly((*base, "--amortise-years", "50.5"), "amortisation years must be > 0 and <= 50, got 50.5")
-    fails_cleanly((*base, "--amortise-years", "0"), "amortisation years must be > 0 and <= 50, got 0")
+    for given in ("50.5", "0", "5e-324"):
+        fails_cleanly((*base, "--amortise-years", given), f"amortisation years must be >= 0.001 and <= 50, got {given}")
 
 
 def _ddp_step_on_four_4090s(d: dict[str, Any], rtt: float) -> float:

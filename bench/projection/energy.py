@@ -49,7 +49,7 @@ class Prices:
         check(self.home_usd_per_kwh, "home electricity price", 0, 10, low_inclusive=True)
         check(self.pue, "PUE", 1, 5, low_inclusive=True)
         check(self.home_pue, "home PUE", 1, 5, low_inclusive=True)
-        check(self.amortisation_years, "amortisation years", 0, 50)
+        check(self.amortisation_years, "amortisation years", 1e-3, 50, low_inclusive=True)  # 9 hours
         check(self.server_capex_factor, "server capex factor", 1, 10, low_inclusive=True)
         check(self.grid_gco2_per_kwh, "grid carbon intensity", 0, 5000, low_inclusive=True)
         if self.dc_gpu_hour_usd is not None:

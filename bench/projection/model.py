@@ -31,11 +31,17 @@ class Figure:
     source: str
 
 
+#: The lowest utilisation (MFU) taken: below it a projection's step counts overflow a float, and
+#: nothing real trains at a millionth of its peak.
+MIN_MFU = 1e-6
+
+
 def check(value: float, what: str, low: float, high: float, *, low_inclusive: bool = False) -> float:
     """Reject zero, negative, non-finite and absurd inputs with a message naming the field."""
     if not math.isfinite(value) or value < low or (value == low and not low_inclusive) or value > high:
         bound = f"{'>=' if low_inclusive else '>'} {low:g} and <= {high:g}"
-        raise FlopwattError(f"{what} must be {bound}, got {value:.15g}")  # all its digits: 1e9 + 1 is not 1e+09
+        shortest = repr(float(value)).removesuffix(".0")  # every digit it takes: 1e9 + 1 is not 1e+09
+        raise FlopwattError(f"{what} must be {bound}, got {shortest}")
     return value
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.errors import FlopwattError
 from bench.hardware import Card, find_card, get_card, normalize_dtype
-from bench.projection.model import Figure, check
+from bench.projection.model import MIN_MFU, Figure, check
 
 #: Training MFU assumed where nothing was measured: Llama 3.1 405B ran at 38-43% of BF16 peak on
 #: 16k H100s (Llama 3 Herd of Models, Table 4); BLOOM at 50% (156 TFLOP/s of 312 on A100).
@@ -135,7 +135,7 @@ def node_from_card(card: Card, *, utilisation: float | None = None, gpus: int = 
     src = card.source
     flops = _card_flops(card, dtype)
     if utilisation is not None:
-        util = Figure(check(utilisation, "node MFU", 0, 1), "option --node-mfu")
+        util = Figure(check(utilisation, "node MFU", MIN_MFU, 1, low_inclusive=True), "option --node-mfu")
     elif flops.source.startswith("measured"):
         util = Figure(DEFAULT_MATMUL_SHARE, f"assumed: training reaches {DEFAULT_MATMUL_SHARE:.0%} of achievable matmul")
     else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bench.hardware import Card
 from bench.projection.collectives import allreduce_s
 from bench.projection.energy import PowerGroup, Prices, Projection, account, infeasible
-from bench.projection.model import Memory, MemoryOptions, ModelSpec, check, largest_micro_batch, memory_advice, \
+from bench.projection.model import MIN_MFU, Memory, MemoryOptions, ModelSpec, check, largest_micro_batch, memory_advice, \
     memory_per_gpu, recompute_factor
 from bench.projection.nodes import DEFAULT_MFU, Fabric, Node, datacenter_watts_per_gpu, default_fabric, node_sources
 from bench.projection.quality import DILOCO_BATCH_EXPONENT, TokenFactor, critical_batch_factor, \
@@ -118,7 +118,7 @@ def colocated(model: ModelSpec, card: Card, gpus: int, tokens: float, *, mfu: fl
     behind compute adds time (docs: "Colocated"). Power: the server's per GPU, times PUE.
     """
     check(gpus, "gpus", 1, MAX_GPUS, low_inclusive=True)
-    check(mfu, "utilisation", 0, 1, low_inclusive=False)
+    check(mfu, "utilisation", MIN_MFU, 1, low_inclusive=True)
     fab = fabric or default_fabric(card)
     dtype = card.best_training_dtype
     hardware = f"{gpus} x {card.name}"

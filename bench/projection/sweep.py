@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from bench.errors import FlopwattError
 from bench.hardware import Card, get_card
 from bench.projection.energy import Prices, Projection, Strategy
-from bench.projection.model import ModelSpec, check
+from bench.projection.model import MIN_MFU, ModelSpec, check
 from bench.projection.nodes import DEFAULT_MFU
 from bench.projection.pipeline import pipeline
 from bench.projection.strategies import MAX_GPUS, Settings, colocated, ddp, diloco
@@ -54,17 +54,17 @@ def scenario(model: ModelSpec, swarm: Swarm, *, tokens: float | None = None, dc_
              dc_gpus: int | None = None, strategy: str = "auto", prices: Prices = Prices(),
              settings: Settings = Settings(), mfu: float = DEFAULT_MFU) -> Scenario:
     """Validate inputs into a Scenario; defaults: Chinchilla tokens, a FLOP-matched datacenter at `mfu`."""
-    tok = default_tokens(model) if tokens is None else check(tokens, "tokens", 0, 1e16)
+    tok = default_tokens(model) if tokens is None else check(tokens, "tokens", 1, 1e16, low_inclusive=True)
     card = get_card(dc_card) if isinstance(dc_card, str) else dc_card
     if card.missing_datasheet():
         raise FlopwattError(f"datacenter card {card.key} has no datasheet {', '.join(card.missing_datasheet())}")
-    check(mfu, "utilisation (MFU)", 0, 1)
+    check(mfu, "utilisation (MFU)", MIN_MFU, 1, low_inclusive=True)
     for group in swarm.groups:
         node = group.node
         for value, what in ((node.flops.value, "node FLOP/s"), (node.memory_bytes.value, "node memory"),
                             (node.watts.value, "node watts")):
             check(value, what, 0, 1e18)
-        check(node.utilisation.value, "node utilisation", 0, 1)
+        check(node.utilisation.value, "node utilisation", MIN_MFU, 1, low_inclusive=True)
     if dc_gpus is None:
         dc = matched_dc_gpus(swarm, card, mfu)
         if dc > MAX_GPUS:
