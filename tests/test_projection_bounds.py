@@ -132,17 +132,17 @@ BOUNDS = [
     Bound("energy.py:56", "datacenter GPU-hour price", 0, 1000, False,
           lambda v: small_scenario(prices=Prices(dc_gpu_hour_usd=v))),
     # model.py: model_spec(), from --params or the shape options
-    Bound("model.py:128", "layers", 1, 10_000, True, lambda v: model_spec(layers=v, width=1024), integer=True),
-    Bound("model.py:129", "width", 1, 1e6, True, lambda v: model_spec(layers=1, width=v, vocab=10_000_000),
+    Bound("model.py:134", "layers", 1, 10_000, True, lambda v: model_spec(layers=v, width=1024), integer=True),
+    Bound("model.py:135", "width", 1, 1e6, True, lambda v: model_spec(layers=1, width=v, vocab=10_000_000),
           integer=True),
-    Bound("model.py:136", "params", 1e6, 1e14, False, lambda v: model_spec(repr(v))),  # --params as typed
-    Bound("model.py:144", "layers", 1, 10_000, True, lambda v: model_spec("125M", layers=v), integer=True),
-    Bound("model.py:145", "width", 1, 1e6, True, lambda v: model_spec("125M", width=v, heads=1), integer=True),
-    Bound("model.py:146", "heads", 1, 768, True, lambda v: model_spec("125M", heads=v), integer=True),  # 125M's width
-    Bound("model.py:147", "sequence length", 1, 1e7, True, lambda v: model_spec("125M", seq=v), integer=True),
-    Bound("model.py:148", "vocabulary", 1, 1e7, True, lambda v: model_spec("125M", vocab=v), integer=True),
-    Bound("model.py:149", "batch tokens", 0, 1e10, False, lambda v: model_spec("125M", batch_tokens=v)),
-    Bound("model.py:150", "params", 1e6, 1e14, False, shape_with_params, integer=True),
+    Bound("model.py:142", "params", 1e6, 1e14, False, lambda v: model_spec(repr(v))),  # --params as typed
+    Bound("model.py:150", "layers", 1, 10_000, True, lambda v: model_spec("125M", layers=v), integer=True),
+    Bound("model.py:151", "width", 1, 1e6, True, lambda v: model_spec("125M", width=v, heads=1), integer=True),
+    Bound("model.py:152", "heads", 1, 768, True, lambda v: model_spec("125M", heads=v), integer=True),  # 125M's width
+    Bound("model.py:153", "sequence length", 1, 1e7, True, lambda v: model_spec("125M", seq=v), integer=True),
+    Bound("model.py:154", "vocabulary", 1, 1e7, True, lambda v: model_spec("125M", vocab=v), integer=True),
+    Bound("model.py:155", "batch tokens", 0, 1e10, False, lambda v: model_spec("125M", batch_tokens=v)),
+    Bound("model.py:156", "params", 1e6, 1e14, False, shape_with_params, integer=True),
     # nodes.py: a card node (--card, --gpus-per-node, --node-mfu), its link and power options, a run node
     Bound("nodes.py:129", "gpus per node", 1, 1024, True, lambda v: node_from_card(get_card("rtx4090"), gpus=v),
           integer=True),
@@ -174,9 +174,9 @@ BOUNDS = [
           lambda v: small_scenario(settings=Settings(critical_batch_tokens=v))),
     Bound("strategies.py:67", "DDP overlap share", 0, 1, True,
           lambda v: small_scenario(settings=Settings(ddp_overlap=v))),
-    Bound("strategies.py:116", "gpus", 1, 1e7, True, lambda v: colocated(SMALL, get_card("h100"), v, 1e9),
+    Bound("strategies.py:120", "gpus", 1, 1e7, True, lambda v: colocated(SMALL, get_card("h100"), v, 1e9),
           integer=True),
-    Bound("strategies.py:117", "utilisation", 1e-6, 1, True, lambda v: colocated(SMALL, get_card("h100"), 8, 1e9, mfu=v)),
+    Bound("strategies.py:121", "utilisation", 1e-6, 1, True, lambda v: colocated(SMALL, get_card("h100"), 8, 1e9, mfu=v)),
     # swarm.py: --card/--run's node count, a nodes CSV, --hours-per-day
     Bound("swarm.py:37", "gpus (nodes)", 1, 1e7, True, lambda v: Swarm.uniform(home_node(), v), integer=True),
     Bound("swarm.py:102", "nodes CSV line 2: count", 1, 1e7, True,
@@ -191,8 +191,8 @@ BOUNDS = [
     Bound("sweep.py:66", "node memory", 0, 1e18, False, lambda v: small_scenario(node_with(memory_bytes=v))),
     Bound("sweep.py:66", "node watts", 0, 1e18, False, lambda v: small_scenario(node_with(watts=v))),
     Bound("sweep.py:67", "node utilisation", 1e-6, 1, True, lambda v: small_scenario(node_with(utilisation=v))),
-    Bound("sweep.py:69", "datacenter gpus", 1, 1e7, True, lambda v: small_scenario(dc_gpus=v), integer=True),
-    Bound("sweep.py:104", "node count", 1, 1e7, True,
+    Bound("sweep.py:74", "datacenter gpus", 1, 1e7, True, lambda v: small_scenario(dc_gpus=v), integer=True),
+    Bound("sweep.py:109", "node count", 1, 1e7, True,
           lambda v: sweep(small_scenario(strategy="colocated", dc_gpus=8), [v]), integer=True),
 ]
 
