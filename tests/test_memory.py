@@ -140,3 +140,19 @@ def test_out_of_memory_in_copy_and_triad_keeps_the_host_link(monkeypatch: pytest
         ("mem_copy_bandwidth", "mem_triad_bandwidth"),
         "OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB (GPU 0; 5.80 GiB total capacity)",
     )
+
+
+def test_mps_arrays_are_float32_for_the_device_type_torch_gives() -> None:
+    """Metal has no float64: a device torch names "mps" (its .type is a fresh string, not the literal
+    in the code) gets float32 arrays; the dtype choice only, no Apple GPU needed to make the device."""
+    assert array_dtype(torch.device("mps").type) == torch.float32
+    assert array_dtype(torch.device("cpu").type) == torch.float64
+
+
+@pytest.mark.usefixtures("known_seconds")
+def test_a_cpu_records_torchs_threads_for_a_kind_read_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind given as text built at run time is not the interned literal: a CPU's figures still carry
+    torch's thread count (fed: 3, not this machine's)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    result = measure_memory("cpu", "gpu,cpu".split(",")[1], quick=True, llc_bytes=8 * MiB)
+    assert [m.params["threads"] for m in result.measurements] == [3, 3]

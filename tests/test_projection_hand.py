@@ -768,3 +768,23 @@ def test_diloco_runs_with_less_than_one_node_online_on_average() -> None:
     r = diloco(M125, swarm, 1e9)
     assert r.feasible and f"{online:,.1f} nodes online on average" in r.notes
     assert r.wall_clock_s is not None and r.calendar_s == pytest.approx(r.wall_clock_s * 2 / online, rel=1e-12)
+
+
+def test_a_pipeline_of_pcs_without_a_card_price_charges_their_host_price_alone() -> None:
+    """The 7B pipeline of 40 two-GPU nodes above (3 stages x 13 pipelines: 39 nodes used), counted as
+    whole PCs, when the node has no card price (a stored run of an unknown card): each used node costs
+    its $500 host over 4 years of the wall clock, nothing for a card it has no price for."""
+    node = with_link(lab_node(gpus=2, memory_bytes=Figure(24 * 2**30, "t"), intra_bw=Figure(1e9, "t"), price_usd=None),
+                     uplink_bps=100e6, downlink_bps=400e6, rtt_s=0.02)
+    r = pipeline(model_spec("7B"), Swarm.uniform(node, 40), 1e10, prices=Prices(swarm_hardware="pc"))
+    assert r.feasible and r.plan.startswith("3 stages x 13 pipelines")
+    assert r.hardware_cost_usd == pytest.approx(39 * 500 * (r.wall_clock_s or 0.0) / (4 * YEAR), rel=1e-12)
+
+
+def test_a_node_assumes_32_gib_of_host_ram_and_a_pcie_4_x8_link_where_nothing_says_otherwise() -> None:
+    """The defaults docs/projection.md gives a PC: 32 GiB of RAM (a card node), and 16 GB/s (PCIe 4.0
+    x8: 8 lanes x 2 GB/s) between two GPUs of a node whose card has no PCIe figure."""
+    node = node_from_card(get_card("rtx4090"), gpus=2)
+    assert node.host_ram_bytes.value == 32 * 2**30 and node.host_ram_bytes.source == "assumed: 32 GiB host RAM"
+    bare = lab_node()
+    assert bare.intra_bw.value == 16e9 and bare.intra_bw.source == "assumed: PCIe 4.0 x8 between GPUs"
