@@ -12,7 +12,8 @@ def _in_units(value: float, ladder: tuple[tuple[float, str], ...], digits: int =
     """`value` in the largest unit of `ladder` (smallest first) that it reaches, and that unit's name;
     one unit up where `digits` significant figures would round it to 1000 (999.7 G is "1 T", not "1e+03 G")."""
     i = max((i for i, (scale, _) in enumerate(ladder) if abs(value) >= scale), default=0)
-    if i + 1 < len(ladder) and abs(float(f"{value / ladder[i][0]:.{digits}g}")) >= ladder[i + 1][0] / ladder[i][0]:
+    step = round(ladder[i + 1][0] / ladder[i][0], 9) if i + 1 < len(ladder) else None  # 1e-3 / 1e-6 is 1000.0000000000001
+    if step is not None and abs(float(f"{value / ladder[i][0]:.{digits}g}")) >= step:
         i += 1
     scale, name = ladder[i]
     return value / scale, name
@@ -35,12 +36,8 @@ def seconds(value: float) -> str:
         return f"{value / 3600:.1f} h"
     if value >= 60:
         return f"{value / 60:.1f} min"
-    # One unit up where three figures round to 1000 (999.95 µs is "1 ms", not "1e+03 µs").
-    if value >= 1 or float(f"{value * 1e3:.3g}") >= 1000:
-        return f"{value:.2f} s"
-    if value >= 1e-3 or float(f"{value * 1e6:.3g}") >= 1000:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} µs"
+    number, unit = _in_units(value, ((1e-6, "µs"), (1e-3, "ms"), (1.0, "s")))
+    return f"{value:.2f} s" if unit == "s" else f"{number:.3g} {unit}"
 
 
 #: The units a duration is shown in, largest first: a Julian year (365.25 d) down to a microsecond.

@@ -20,6 +20,7 @@ from bench.errors import FlopwattError
 from bench.hardware import get_card
 from bench.plots import duration_ticks, line_plot
 from bench.projection.model import check
+from bench.projection.nodes import MAX_GPUS_PER_NODE
 from bench.swarm_run import beside, load_swarm_run, render_swarm_run, settings_with, with_swarm_link
 from bench.swarm_run import to_json as swarm_run_json
 from bench.units import bytes_, co2, count, duration_label, energy, parse_bitrate, parse_duration, parse_size, \
@@ -61,7 +62,7 @@ def build_swarm(*, card: str | None, runs: list[str], nodes_csv: Path | None, gp
     if given != 1:
         raise FlopwattError("give exactly one of --card NAME, --run ID (repeatable) or --nodes-csv FILE")
     # Before `gpus % gpus_per_node`, and for a run's node too, which takes the count as given.
-    check(gpus_per_node, "gpus per node", 1, 1024, low_inclusive=True)
+    check(gpus_per_node, "gpus per node", 1, MAX_GPUS_PER_NODE, low_inclusive=True)
     if nodes_csv is not None:
         try:
             text = nodes_csv.read_text()

@@ -34,6 +34,8 @@ HOST_ACTIVE_W = 150.0
 HOST_IDLE_W = 60.0
 #: Host RAM of a gaming PC without a run to read it from.
 HOST_RAM_BYTES = 32 * 2**30
+#: The most GPUs one node takes (--gpus-per-node).
+MAX_GPUS_PER_NODE = 1024
 #: Host memory bandwidth for a CPU optimizer step (dual-channel DDR4/DDR5 reaches 30-60 GB/s).
 HOST_MEMORY_BW = 40e9
 #: The rest of the PC's price (CPU, board, RAM, PSU, case, storage) beside its card.
@@ -126,7 +128,7 @@ def _card_flops(card: Card, dtype: str) -> Figure:
 
 def node_from_card(card: Card, *, utilisation: float | None = None, gpus: int = 1) -> Node:
     """A node of `gpus` x `card` with datasheet figures and the assumed host around them."""
-    check(gpus, "gpus per node", 1, 1024, low_inclusive=True)
+    check(gpus, "gpus per node", 1, MAX_GPUS_PER_NODE, low_inclusive=True)
     missing = card.missing_datasheet()
     if missing:
         raise FlopwattError(f"card {card.key} has no datasheet {', '.join(missing)} to project from; "
